@@ -1,0 +1,12 @@
+"""asyncq: a small, readable, Celery-compatible task queue on Redis."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from asyncq import states
+from asyncq.app import AsyncQ, Celery, current_app
+from asyncq.result import AsyncResult
+from asyncq.task import Task
+
+__all__ = ["AsyncQ", "AsyncResult", "Celery", "Task", "__version__", "current_app", "states"]

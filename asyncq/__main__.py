@@ -1,0 +1,3 @@
+from asyncq.cli import main
+
+main()

@@ -1,0 +1,113 @@
+"""The application object: settings, the task registry and the Redis connection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+import redis
+
+from asyncq.broker import Broker, encode_message
+from asyncq.config import Settings
+from asyncq.exceptions import ConfigurationError, NotRegistered
+from asyncq.keys import Keys
+from asyncq.result import AsyncResult
+from asyncq.task import Task, new_task_id
+
+F = TypeVar("F", bound=Callable[..., Any])
+_current: list[AsyncQ] = []
+
+
+def current_app() -> AsyncQ:
+    """The app created last, used by ``AsyncResult(id)`` when no app is given."""
+    if not _current:
+        raise RuntimeError("no asyncq app has been created yet")
+    return _current[-1]
+
+
+class AsyncQ:
+    """A task queue app. ``Celery`` is the same class.
+
+    ``AsyncQ("proj", broker="redis://localhost:6379/0", task_acks_late=True)``
+    """
+
+    def __init__(self, main: str | None = None, broker: str | None = None,
+                 backend: str | None = None, **settings: Any):
+        self.main = main or "__main__"
+        self.conf = Settings()
+        self.conf.update(settings)
+        if broker:
+            self.conf.broker_url = broker
+        if backend:
+            self.conf.result_backend = backend
+        self.tasks: dict[str, Task] = {}
+        self._broker: Broker | None = None
+        _current.append(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.main}:{id(self):#x}>"
+
+    # -- tasks --------------------------------------------------------------
+    @overload
+    def task(self, fun: F) -> Task: ...
+    @overload
+    def task(self, fun: None = None, **options: Any) -> Callable[[F], Task]: ...
+
+    def task(self, fun: Callable[..., Any] | None = None,
+             **options: Any) -> Task | Callable[[Callable[..., Any]], Task]:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+
+        def register(function: Callable[..., Any]) -> Task:
+            task = Task(self, function, **options)
+            self.tasks[task.name] = task
+            return task
+
+        return register(fun) if fun is not None else register
+
+    def send_task(self, name: str, args: Any = None, kwargs: dict[str, Any] | None = None, *,
+                  task_id: str | None = None, queue: str | None = None) -> AsyncResult:
+        """Queue a task by name; it need not be registered here, only on the workers."""
+        task_id = task_id or new_task_id()
+        task = self.tasks.get(name)
+        queue = queue or (task.queue if task else self.conf.task_default_queue)
+        message = encode_message(task_id, name, list(args or ()), dict(kwargs or {}), queue)
+        self.broker.enqueue(task_id, name, queue, message)
+        return AsyncResult(task_id, app=self, task_name=name)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:
+        return AsyncResult(task_id, app=self)
+
+    def registered(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(name) from None
+
+    # -- Redis --------------------------------------------------------------
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.conf.key_prefix)
+
+    @property
+    def broker(self) -> Broker:
+        """The Broker, connected on first use (and again after a fork)."""
+        if self._broker is None:
+            self._broker = Broker(self.connect(), self.keys, self.conf.task_record_ttl,
+                                  self.conf.result_expires)
+        return self._broker
+
+    def connect(self) -> redis.Redis:
+        url = self.conf.broker
+        backend = self.conf.result_backend
+        if backend and backend != url:
+            raise ConfigurationError(
+                f"backend {backend!r} differs from broker {url!r}: asyncq stores results "
+                "beside the queues so that queueing and recording are one atomic step")
+        return redis.Redis.from_url(url, health_check_interval=30)
+
+    def reset_connection(self) -> None:
+        """Drop the connection; a forked child calls this to get its own."""
+        self._broker = None
+
+
+Celery = AsyncQ

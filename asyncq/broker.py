@@ -1,0 +1,258 @@
+"""The life of a task in Redis: enqueue, fetch, start, finish (store + ack), recover.
+
+Read this file top to bottom to follow one task. Each step that changes more
+than one key is a single MULTI or Lua script, so no crash between two Redis
+commands can leave a task half-moved:
+
+1. ``enqueue``  - write the PENDING record and push the message (MULTI).
+2. ``fetch``    - BLMOVE the message from the queue into the child's own
+                  in-flight list; it stays there until acknowledged.
+3. ``start``    - mark the record STARTED, or skip the message if its task
+                  already has a final state (a duplicate delivery).
+4. ``finish``   - store the final state and remove the message from the
+                  in-flight list: the acknowledgement and the store are one step.
+5. ``recover``  - a child died holding a message: put it back on its queue
+                  (acks-late, or never started) or end it FAILURE WorkerLostError.
+
+Celery's counterpart is kombu's Redis transport plus its Redis result backend.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from asyncq import states
+from asyncq.keys import Keys
+from asyncq.serialization import dumps
+
+# Marks a task record as final in Lua; the same set as states.READY_STATES.
+_LUA_IS_FINAL = """
+local function is_final(status)
+  return status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED'
+end
+"""
+
+# KEYS: record, in-flight list.  ARGV: message, worker id, now, record ttl,
+# acks_late flag, status to show ('STARTED', or '' to leave it as it is).
+_START = _LUA_IS_FINAL + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if is_final(status) then
+  redis.call('LREM', KEYS[2], 1, ARGV[1])
+  return status
+end
+redis.call('HSET', KEYS[1], 'worker', ARGV[2], 'started_at', ARGV[3], 'acks_late', ARGV[5])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[6]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return false
+"""
+
+# KEYS: record, in-flight list.  ARGV: message, result ttl (0 = delete the
+# record), channel, then the record's new field/value pairs.
+_FINISH = _LUA_IS_FINAL + """
+local stored = 0
+if not is_final(redis.call('HGET', KEYS[1], 'status')) then
+  if ARGV[2] == '0' then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+  end
+  redis.call('PUBLISH', ARGV[3], 'final')
+  stored = 1
+end
+redis.call('LREM', KEYS[2], 1, ARGV[1])
+return stored
+"""
+
+# KEYS: record.  ARGV: channel, then field/value pairs.  A custom state such as
+# PROGRESS; never overwrites a final state.
+_UPDATE = _LUA_IS_FINAL + """
+if is_final(redis.call('HGET', KEYS[1], 'status')) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PUBLISH', ARGV[1], 'update')
+return 1
+"""
+
+# KEYS: in-flight list, queue, record.  ARGV: message, redelivery limit,
+# count this delivery (1/0), failure fields as JSON, channel, result ttl.
+# Returns 'gone' (already final), 'requeued' or 'failed'.
+_RECOVER = _LUA_IS_FINAL + """
+local status, started, acks_late = unpack(
+  redis.call('HMGET', KEYS[3], 'status', 'started_at', 'acks_late'))
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 'missing' end
+if is_final(status) then return 'gone' end
+local function requeue()
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  if status then redis.call('HSET', KEYS[3], 'status', 'PENDING') end
+  return 'requeued'
+end
+if not started then return requeue() end
+if acks_late == '1' then
+  local deliveries = 0
+  if ARGV[3] == '1' then deliveries = redis.call('HINCRBY', KEYS[3], 'redeliveries', 1) end
+  if deliveries <= tonumber(ARGV[2]) then return requeue() end
+end
+local fields = cjson.decode(ARGV[4])
+for field, value in pairs(fields) do redis.call('HSET', KEYS[3], field, value) end
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+redis.call('PUBLISH', ARGV[5], 'final')
+return 'failed'
+"""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded queue message: JSON ``{"id", "task", "args", "kwargs", "queue"}``."""
+
+    raw: bytes
+    id: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Message:
+        """Parse a message, raising ValueError with the reason if it is not one of ours."""
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:  # includes UnicodeDecodeError
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+        fields = {"id": str, "task": str, "args": list, "kwargs": dict, "queue": str}
+        for field, kind in fields.items():
+            if not isinstance(body.get(field), kind):
+                raise ValueError(f"field {field!r} missing or not a {kind.__name__}")
+        return cls(raw, body["id"], body["task"], body["args"], body["kwargs"], body["queue"])
+
+
+def encode_message(task_id: str, task: str, args: list, kwargs: dict, queue: str) -> bytes:
+    """The wire format: compact JSON, never pickle."""
+    body = {"id": task_id, "task": task, "args": args, "kwargs": kwargs, "queue": queue}
+    return dumps(body, f"the arguments of task {task!r}").encode()
+
+
+def now() -> str:
+    """Timestamps are stored as Unix seconds with microseconds."""
+    return f"{time.time():.6f}"
+
+
+class Broker:
+    """All of asyncq's Redis traffic: queues (lists) and task records (hashes)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, record_ttl: int, result_ttl: int):
+        self.client = client
+        self.keys = keys
+        self.record_ttl = record_ttl  # safety TTL while a task is queued or running
+        self.result_ttl = result_ttl  # how long final results are kept
+        self._start = client.register_script(_START)
+        self._finish = client.register_script(_FINISH)
+        self._update = client.register_script(_UPDATE)
+        self._recover = client.register_script(_RECOVER)
+
+    # -- 1. enqueue ---------------------------------------------------------
+    def enqueue(self, task_id: str, task: str, queue: str, message: bytes) -> None:
+        """Write the PENDING record and queue the message in one MULTI."""
+        record = self.keys.task(task_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(record)
+        pipe.hset(record, mapping={"status": states.PENDING, "task": task,
+                                   "queue": queue, "submitted_at": now()})
+        pipe.expire(record, self.record_ttl)
+        pipe.lpush(self.keys.queue(queue), message)
+        pipe.execute()
+
+    # -- 2. fetch -----------------------------------------------------------
+    def fetch(self, queues: list[str], inflight: str, timeout: float) -> bytes | None:
+        """Move the oldest message of the first non-empty queue into ``inflight``.
+
+        A message is never only in a Python variable: it is either on its queue
+        or on the in-flight list, so a crash here loses nothing.
+        """
+        for queue in queues[1:]:
+            raw = self.client.lmove(self.keys.queue(queue), inflight, "RIGHT", "LEFT")
+            if raw is not None:
+                return raw
+        return self.client.blmove(self.keys.queue(queues[0]), inflight, timeout, "RIGHT", "LEFT")
+
+    # -- 3. start -----------------------------------------------------------
+    def start(self, message: Message, inflight: str, worker_id: str, acks_late: bool,
+              track_started: bool) -> str | None:
+        """Record that a child began the task; returns the final state instead if it has one."""
+        final = self._start(
+            keys=[self.keys.task(message.id), inflight],
+            args=[message.raw, worker_id, now(), self.record_ttl, int(acks_late),
+                  states.STARTED if track_started else ""],
+        )
+        return final.decode() if final else None
+
+    def update_state(self, task_id: str, state: str, meta: Any) -> bool:
+        """Store a custom state (such as PROGRESS) and its meta as their own fields."""
+        fields = ["status", state, "meta", dumps(meta, f"the meta of state {state!r}")]
+        return bool(self._update(keys=[self.keys.task(task_id)],
+                                 args=[self.keys.done_channel(task_id), *fields]))
+
+    # -- 4. finish: store the final state and acknowledge -------------------
+    def finish(self, message: Message, inflight: str, fields: Mapping[str, str],
+               keep_result: bool = True) -> bool:
+        """Store the final state and ack in one script; False if a final state was there."""
+        pairs = [item for pair in fields.items() for item in pair]
+        ttl = self.result_ttl if keep_result else 0
+        return bool(self._finish(
+            keys=[self.keys.task(message.id), inflight],
+            args=[message.raw, ttl, self.keys.done_channel(message.id), *pairs],
+        ))
+
+    def dead_letter(self, raw: bytes, inflight: str, failure: Mapping[str, str] | None,
+                    task_id: str | None) -> None:
+        """Set an unrunnable message aside, and fail its task where the id is known."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lpush(self.keys.dead_letters(), raw)
+        pipe.lrem(inflight, 1, raw)
+        if failure and task_id:
+            record = self.keys.task(task_id)
+            pipe.hset(record, mapping=dict(failure))
+            pipe.expire(record, self.result_ttl)
+            pipe.publish(self.keys.done_channel(task_id), "final")
+        pipe.execute()
+
+    # -- 5. recover a dead child's messages ---------------------------------
+    def inflight_messages(self, inflight: str) -> list[bytes]:
+        return self.client.lrange(inflight, 0, -1)
+
+    def recover(self, message: Message, inflight: str, redelivery_limit: int,
+                count: bool, failure: Mapping[str, str]) -> str:
+        """Requeue or fail one message a dead child held; see ``_RECOVER`` for the rules."""
+        result = self._recover(
+            keys=[inflight, self.keys.queue(message.queue), self.keys.task(message.id)],
+            args=[message.raw, redelivery_limit, int(count), json.dumps(dict(failure)),
+                  self.keys.done_channel(message.id), self.result_ttl],
+        )
+        return result.decode()
+
+    # -- reading records ----------------------------------------------------
+    def record(self, task_id: str) -> dict[str, str]:
+        """The task's record as text, or {} when there is none."""
+        raw = self.client.hgetall(self.keys.task(task_id))
+        return {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+
+    def status(self, task_id: str) -> str:
+        value = self.client.hget(self.keys.task(task_id), "status")
+        return value.decode() if value else states.UNKNOWN
+
+    def forget(self, task_id: str) -> None:
+        self.client.delete(self.keys.task(task_id))
+
+    def queue_lengths(self, queues: Iterable[str]) -> dict[str, int]:
+        pipe = self.client.pipeline(transaction=False)
+        names = list(queues)
+        for name in names:
+            pipe.llen(self.keys.queue(name))
+        return dict(zip(names, pipe.execute(), strict=True))

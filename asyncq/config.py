@@ -1,0 +1,72 @@
+"""Settings and their defaults, all in one place, under Celery's names."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from datetime import timedelta
+from typing import Any
+
+from asyncq.exceptions import ConfigurationError
+
+DEFAULT_BROKER_URL = "redis://localhost:6379/0"
+DAY = 24 * 3600
+
+
+@dataclasses.dataclass
+class Settings:
+    """What ``AsyncQ(**settings)`` and ``app.conf.update()`` accept; anything else is an error."""
+
+    broker_url: str = ""  # '' = $ASYNCQ_BROKER_URL, else redis://localhost:6379/0
+    result_backend: str = ""  # '' = the broker; asyncq keeps results beside the queues
+    task_default_queue: str = "celery"  # Celery's default queue name
+    task_ignore_result: bool = False  # True: delete the record once the task is final
+    task_track_started: bool = True  # show STARTED while a task runs (Celery: False)
+    task_acks_late: bool = False  # ack after the task ends, so a dead child's task reruns
+    task_redelivery_limit: int = 3  # acks-late redeliveries after a lost worker, then FAILURE
+    result_expires: int = DAY  # seconds a final result is kept (Celery: one day)
+    task_record_ttl: int = 7 * DAY  # safety TTL of records of queued or running tasks
+    task_serializer: str = "json"  # accepted for Celery code; only json exists
+    result_serializer: str = "json"  # likewise
+    accept_content: tuple[str, ...] = ("json",)  # likewise
+    worker_concurrency: int = 0  # child processes; 0 = the number of CPUs
+    worker_heartbeat_interval: float = 2.0  # seconds between a worker's heartbeats
+    worker_fetch_timeout: float = 1.0  # seconds a child blocks on BLMOVE before looking round
+    key_prefix: str = "asyncq"  # hash tag and prefix of every Redis key
+    api_max_content_length: int = 1024 * 1024  # bytes; larger REST bodies get 413
+
+    def update(self, values: dict[str, Any] | None = None, **more: Any) -> None:
+        for name, value in {**(values or {}), **more}.items():
+            setattr(self, name, _checked(name, value))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, _checked(name, value))
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or os.environ.get("ASYNCQ_BROKER_URL") or DEFAULT_BROKER_URL
+
+
+_FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
+
+
+def _checked(name: str, value: Any) -> Any:
+    """Refuse unknown names (with a suggestion) and values of the wrong kind."""
+    if name not in _FIELDS:
+        close = difflib.get_close_matches(name, _FIELDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigurationError(f"unknown setting {name!r}{hint}")
+    if isinstance(value, timedelta):
+        value = int(value.total_seconds())
+    expected = type(_FIELDS[name].default)
+    fits = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(expected)
+    if fits and (not isinstance(value, fits) or (expected is not bool and isinstance(value, bool))):
+        raise ConfigurationError(f"{name}={value!r}: expected a {expected.__name__}")
+    if name in ("task_serializer", "result_serializer") and value != "json":
+        raise ConfigurationError(f"{name}={value!r}: asyncq speaks JSON only, never pickle")
+    if name == "accept_content":
+        value = tuple(value)
+        if set(value) - {"json", "application/json"}:
+            raise ConfigurationError(f"accept_content={value!r}: asyncq accepts JSON only")
+    return value

@@ -1,0 +1,74 @@
+"""Errors asyncq raises, named after their Celery counterparts where one exists."""
+
+from __future__ import annotations
+
+import builtins
+import sys
+
+
+class AsyncQError(Exception):
+    """Base class of every asyncq error."""
+
+
+class ConfigurationError(AsyncQError, ValueError):
+    """A setting or task option is unknown or has a bad value."""
+
+
+class NotRegistered(AsyncQError, KeyError):
+    """A task name that this app does not know."""
+
+    def __str__(self) -> str:
+        return f"task {self.args[0]!r} is not registered" if self.args else "task not registered"
+
+
+class EncodeError(AsyncQError, TypeError):
+    """Arguments or a result that cannot be sent as JSON."""
+
+
+class TimeoutError(AsyncQError, builtins.TimeoutError):
+    """``AsyncResult.get`` gave up waiting."""
+
+
+class UnknownTaskError(AsyncQError, LookupError):
+    """No record for this task id: never submitted, expired or forgotten."""
+
+
+class WorkerLostError(AsyncQError):
+    """The process running the task died before the task could finish."""
+
+
+class TimeLimitExceeded(AsyncQError):
+    """The task ran past its hard time limit and its process was killed."""
+
+
+class RemoteError(AsyncQError):
+    """Stands for a task's exception whose class this process cannot find."""
+
+
+def exception_type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def rebuild_exception(type_name: str, message: str) -> BaseException:
+    """Turn a stored error back into an exception instance.
+
+    Only classes already imported in this process are used: a name read from
+    Redis never causes an import. Anything else becomes a ``RemoteError``
+    subclass carrying the original name.
+    """
+    module_name, _, qualname = type_name.rpartition(".")
+    owner = sys.modules.get(module_name) if module_name else builtins
+    cls: object = owner
+    for part in qualname.split("."):
+        cls = getattr(cls, part, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:
+            pass
+    stand_in = type(qualname.rsplit(".", 1)[-1] or "RemoteError", (RemoteError,), {})
+    stand_in.__module__ = module_name or "builtins"
+    return stand_in(message)

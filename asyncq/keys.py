@@ -1,0 +1,50 @@
+"""Every Redis key asyncq uses, in one place.
+
+All keys of one app share the hash tag ``{prefix}`` so that every script and
+MULTI touches a single Redis Cluster slot. ``redis-cli --scan --pattern
+'{asyncq}:*'`` lists them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Builds key names for one key prefix (the setting ``key_prefix``)."""
+
+    prefix: str = "asyncq"
+
+    @property
+    def tag(self) -> str:
+        return "{" + self.prefix + "}"
+
+    def queue(self, name: str) -> str:
+        """List of JSON messages waiting to run: LPUSH to enqueue, taken from the right."""
+        return f"{self.tag}:queue:{name}"
+
+    def task(self, task_id: str) -> str:
+        """Hash holding one task's record: status, result, error, timestamps, meta."""
+        return f"{self.tag}:task:{task_id}"
+
+    def done_channel(self, task_id: str) -> str:
+        """Pub/sub channel told of each state change, so waiters never poll."""
+        return f"{self.tag}:done:{task_id}"
+
+    def inflight(self, worker_id: str, slot: int) -> str:
+        """List of messages one child process has taken but not yet acknowledged."""
+        return f"{self.tag}:inflight:{worker_id}:{slot}"
+
+    def worker(self, worker_id: str) -> str:
+        """Hash describing a live worker; its TTL is the heartbeat."""
+        return f"{self.tag}:worker:{worker_id}"
+
+    def workers(self) -> str:
+        """Set of the ids of every worker that has announced itself."""
+        return f"{self.tag}:workers"
+
+    def dead_letters(self) -> str:
+        """List of messages that could not be run (garbled, unregistered task)."""
+        return f"{self.tag}:dead"
+

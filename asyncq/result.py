@@ -1,0 +1,113 @@
+"""AsyncResult: a handle on one task's record, as in ``celery.result``."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from asyncq import states
+from asyncq.exceptions import TimeoutError, UnknownTaskError, rebuild_exception
+from asyncq.serialization import loads
+
+if TYPE_CHECKING:
+    from asyncq.app import AsyncQ
+
+
+class AsyncResult:
+    """The state and outcome of a task, read from its Redis hash on each access."""
+
+    def __init__(self, id: str, app: AsyncQ | None = None, task_name: str | None = None):
+        from asyncq.app import current_app
+
+        self.id = id
+        self.app = app or current_app()
+        self.task_name = task_name
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult: {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def state(self) -> str:
+        """PENDING, STARTED, SUCCESS, FAILURE, a custom state, or UNKNOWN (no record)."""
+        return self.app.broker.status(self.id)
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        """The return value; the exception on FAILURE; the meta of a custom state."""
+        return _outcome(self.app.broker.record(self.id))
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self.app.broker.record(self.id).get("traceback")
+
+    @property
+    def date_done(self) -> float | None:
+        done = self.app.broker.record(self.id).get("finished_at")
+        return float(done) if done else None
+
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    def forget(self) -> None:
+        """Delete the record now rather than when it expires."""
+        self.app.broker.forget(self.id)
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float | None = None) -> Any:
+        """Wait for the final state and return the result (or raise the task's error).
+
+        Waits on the task's pub/sub channel rather than polling. ``interval`` is
+        accepted for Celery code and ignored. Raises UnknownTaskError when there
+        is no record to wait for, TimeoutError when ``timeout`` passes first.
+        """
+        record = self._wait(timeout)
+        if propagate and record.get("status") == states.FAILURE:
+            raise _outcome(record)
+        return _outcome(record)
+
+    def wait(self, timeout: float | None = None, propagate: bool = True) -> Any:
+        return self.get(timeout=timeout, propagate=propagate)
+
+    def _wait(self, timeout: float | None) -> dict[str, str]:
+        broker = self.app.broker
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with broker.client.pubsub(ignore_subscribe_messages=True) as channel:
+            channel.subscribe(broker.keys.done_channel(self.id))
+            while True:
+                record = broker.record(self.id)
+                if not record:
+                    raise UnknownTaskError(f"no record for task {self.id}")
+                if record.get("status") in states.READY_STATES:
+                    return record
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"task {self.id} not ready after {timeout}s")
+                # Any message on the channel means "the record changed": read it again.
+                channel.get_message(timeout=1.0 if left is None else min(left, 1.0))
+
+
+def _outcome(record: dict[str, str]) -> Any:
+    status = record.get("status")
+    if status == states.SUCCESS:
+        return loads(record.get("result"))
+    if status in (states.FAILURE, states.REVOKED) and "exc_type" in record:
+        return rebuild_exception(record["exc_type"], record.get("exc_message", ""))
+    if status in (states.PENDING, states.STARTED, None):
+        return None
+    return loads(record.get("meta"))

@@ -136,6 +136,7 @@ class Child:
         if final:
             log.warning("Task %s[%s] already %s: not run again", task.name, message.id, final)
             return
+        log.info("Task %s[%s] received", task.name, message.id)
         fields = self.execute(task, message)
         broker.finish(message, self.inflight, fields, keep_result=not task.ignore_result)
 

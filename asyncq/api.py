@@ -1,0 +1,193 @@
+"""The REST API: a Flask app factory, served by gunicorn.
+
+Two sets of routes:
+
+* the tutorial's, for any task you name: ``POST /<route>`` queues it (202 and
+  ``{"task_id"}``), ``GET /<route>/<id>`` gives ``{"task_status"}``, and
+  ``GET /<route>/<id>/result`` gives ``{"task_result"}`` once it succeeded;
+* generic ones for every registered task: ``GET /tasks``,
+  ``POST /tasks/<name>`` with JSON ``{"args": [...], "kwargs": {...}}``,
+  ``GET /results/<id>`` and ``GET /health``.
+
+Bad input gets a JSON error and a 4xx status, never a 500; an unreachable
+Redis gets 503.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from asyncq import states
+from asyncq.app import AsyncQ
+from asyncq.exceptions import EncodeError
+from asyncq.serialization import loads
+
+
+def create_app(celery: AsyncQ, routes: Mapping[str, str] | None = None) -> Flask:
+    """A Flask app for ``celery``; ``routes`` maps URL names to task names served
+    the tutorial's way, e.g. ``{"async_long_running_task": "async_tasks.long_running_task"}``."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = celery.conf.api_max_content_length
+    app.extensions["asyncq"] = celery
+    app.register_blueprint(generic_routes())
+    for route, task_name in (routes or {}).items():
+        app.register_blueprint(tutorial_routes(route, task_name))
+    install_error_handlers(app)
+    return app
+
+
+def from_env() -> Flask:
+    """For ``gunicorn 'asyncq.api:from_env()'``: the app named by $ASYNCQ_APP (as in ``-A``)."""
+    from asyncq.cli import find_app
+
+    return create_app(find_app(os.environ["ASYNCQ_APP"]))
+
+
+def queue_app() -> AsyncQ:
+    return current_app.extensions["asyncq"]
+
+
+def error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify({"error": message, "status": status, **extra}), status
+
+
+def install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        return error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def redis_down(exc: Exception) -> tuple[Response, int]:
+        current_app.logger.error("Redis unreachable: %s", exc)
+        return error(503, "the queue's Redis server is unreachable; try again shortly")
+
+
+# -- the record as JSON -----------------------------------------------------
+def describe(task_id: str, record: Mapping[str, str]) -> dict[str, Any]:
+    """What the REST API says of a task: its state and, by state, result, error or meta."""
+    state = record.get("status", states.UNKNOWN)
+    view: dict[str, Any] = {"task_id": task_id, "task": record.get("task"), "state": state}
+    if state == states.SUCCESS:
+        view["result"] = loads(record.get("result"))
+    elif "exc_type" in record:
+        view["error"] = {"type": record["exc_type"], "message": record.get("exc_message", ""),
+                         "traceback": record.get("traceback", "")}
+    if "meta" in record:
+        view["meta"] = loads(record["meta"])
+    for field in ("worker", "submitted_at", "started_at", "finished_at", "redeliveries"):
+        if field in record:
+            view[field] = record[field]
+    return view
+
+
+# -- generic routes ---------------------------------------------------------
+def generic_routes() -> Blueprint:
+    bp = Blueprint("asyncq", __name__)
+
+    @bp.get("/tasks")
+    def list_tasks() -> Response:
+        return jsonify({"tasks": sorted(queue_app().tasks)})
+
+    @bp.post("/tasks/<name>")
+    def submit(name: str) -> tuple[Response, int, dict[str, str]] | tuple[Response, int]:
+        task = queue_app().tasks.get(name)
+        if task is None:
+            return error(404, f"no task named {name!r}; GET /tasks lists them")
+        body = read_json_object()
+        if isinstance(body, tuple):
+            return body
+        args, kwargs = body.get("args", []), body.get("kwargs", {})
+        problem = check_call_shape(body, args, kwargs)
+        if problem:
+            return error(422, problem)
+        try:
+            result = task.apply_async(args, kwargs)
+        except EncodeError as exc:
+            return error(422, str(exc))
+        location = url_for("asyncq.result", task_id=result.id)
+        return (jsonify({"task_id": result.id, "state": states.PENDING, "status_url": location}),
+                202, {"Location": location})
+
+    @bp.get("/results/<task_id>")
+    def result(task_id: str) -> Response | tuple[Response, int]:
+        record = queue_app().broker.record(task_id)
+        if not record:
+            return error(404, f"no task with id {task_id!r} (never submitted, or expired)",
+                         task_id=task_id, state=states.UNKNOWN)
+        return jsonify(describe(task_id, record))
+
+    @bp.get("/health")
+    def health() -> Response | tuple[Response, int]:
+        queue_app().broker.client.ping()
+        return jsonify({"status": "ok", "redis": "ok"})
+
+    return bp
+
+
+def read_json_object() -> dict[str, Any] | tuple[Response, int]:
+    """The request body as a JSON object ({} when empty), or a 400 error response."""
+    data = request.get_data(cache=True)
+    if not data.strip():
+        return {}
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        return error(400, f"the body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        return error(400, "the body must be a JSON object such as {\"args\": [], \"kwargs\": {}}")
+    return body
+
+
+def check_call_shape(body: Mapping[str, Any], args: Any, kwargs: Any) -> str | None:
+    extra = set(body) - {"args", "kwargs"}
+    if extra:
+        return f"unknown fields {sorted(extra)}; a submission has only 'args' and 'kwargs'"
+    if not isinstance(args, list):
+        return "'args' must be a JSON array"
+    if not isinstance(kwargs, dict):
+        return "'kwargs' must be a JSON object"
+    return None
+
+
+# -- the tutorial's routes ---------------------------------------------------
+def tutorial_routes(route: str, task_name: str) -> Blueprint:
+    """The three routes of the tutorial, with the same paths, methods and JSON keys."""
+    bp = Blueprint(f"tutorial_{route}", __name__)
+
+    def record_of(task_id: str) -> dict[str, str] | None:
+        record = queue_app().broker.record(task_id)
+        return record if record.get("task") == task_name else None
+
+    @bp.post(f"/{route}")
+    def submit() -> tuple[Response, int]:
+        task = queue_app().send_task(task_name)
+        return jsonify({"task_id": task.id}), 202
+
+    @bp.get(f"/{route}/<task_id>")
+    def status(task_id: str) -> Response | tuple[Response, int]:
+        record = record_of(task_id)
+        if record is None:
+            return error(404, f"no {route} task with id {task_id!r}", task_status=states.UNKNOWN)
+        return jsonify({"task_status": record["status"]})
+
+    @bp.get(f"/{route}/<task_id>/result")
+    def result(task_id: str) -> Response | tuple[Response, int]:
+        record = record_of(task_id)
+        if record is None:
+            return error(404, f"no {route} task with id {task_id!r}", task_status=states.UNKNOWN)
+        if record["status"] == states.SUCCESS:
+            return jsonify({"task_result": loads(record.get("result"))})
+        if record["status"] == states.FAILURE:
+            failure = describe(task_id, record).get("error", {})
+            return jsonify({"task_status": states.FAILURE, "error": failure})
+        return jsonify({"message": "Task not finished yet !"})
+
+    return bp

@@ -1,0 +1,208 @@
+"""Fixtures: a private redis-server for the session, real worker processes per test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from asyncq.localredis import LocalRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
+    server = LocalRedis(tmp_path_factory.mktemp("redis")).start()
+    os.environ["ASYNCQ_BROKER_URL"] = server.url
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: LocalRedis) -> str:
+    """The private server's URL, emptied before each test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def app(redis_url: str):
+    from tests import taskapp
+
+    taskapp.app.reset_connection()
+    yield taskapp.app
+    taskapp.app.reset_connection()
+
+
+class Process:
+    """A child process whose merged output is read line by line, so tests wait on events."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT):
+        self.args = args
+        self.popen = subprocess.Popen(
+            args, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.closed = False
+        self._new: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self._new.put(line)
+        self.closed = True
+        self._new.put(None)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 15.0, start: int = 0) -> re.Match[str]:
+        """Block until a line matching ``pattern`` appears (lines before ``start`` skipped)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = start
+        while True:
+            for line in self.lines[seen:]:
+                seen += 1
+                if match := regex.search(line):
+                    return match
+            if self.closed and seen >= len(self.lines):
+                raise AssertionError(f"output closed (exit {self.popen.wait()}) before a line "
+                                     f"matching {pattern!r}; output:\n{self.output}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout}s; "
+                                     f"output:\n{self.output}")
+            with contextlib.suppress(queue.Empty):
+                self._new.get(timeout=left)
+
+    def signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.args} did not exit within {timeout}s; "
+                                 f"output:\n{self.output}") from None
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after 15 s), then release the pipe."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._reader.join(5)
+        if self.popen.stdout:
+            self.popen.stdout.close()
+
+
+def asyncq_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "asyncq", *args]
+
+
+@pytest.fixture
+def start_worker(redis_url: str) -> Iterator:
+    """Start ``asyncq -A tests.taskapp worker`` and wait for its ready line."""
+    started: list[Process] = []
+
+    def start(*extra: str, concurrency: int = 1, app: str = "tests.taskapp",
+              wait_ready: bool = True, env: dict[str, str] | None = None) -> Process:
+        worker = Process(asyncq_command("-A", app, "worker", f"--concurrency={concurrency}",
+                                        "--loglevel=info", *extra),
+                         env={"ASYNCQ_BROKER_URL": redis_url, **(env or {})})
+        started.append(worker)
+        if wait_ready:
+            worker.wait_for(r" ready\.$")
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def http(method: str, url: str, body: bytes | str | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], object]:
+    """One HTTP request; returns (status, headers, parsed JSON body or the raw text)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = body.encode() if isinstance(body, str) else body
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            status, head, raw = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        status, head, raw = exc.code, dict(exc.headers), exc.read()
+        exc.close()
+    try:
+        return status, head, json.loads(raw)
+    except ValueError:
+        return status, head, raw.decode(errors="replace")
+
+
+def wait_until_listening(port: int, process: Process, timeout: float = 15.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if process.popen.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"gunicorn not listening on {port}; output:\n{process.output}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def start_gunicorn(redis_url: str) -> Iterator:
+    """Start gunicorn serving ``wsgi`` (such as examples.tutorial.server:app); returns its URL."""
+    from asyncq.localredis import free_port
+
+    started: list[Process] = []
+
+    def start(wsgi: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
+        port = free_port()
+        server = Process([sys.executable, "-m", "gunicorn", "--workers", "1", "--bind",
+                          f"127.0.0.1:{port}", wsgi], cwd=cwd,
+                         env={"ASYNCQ_BROKER_URL": redis_url, **(env or {})})
+        started.append(server)
+        wait_until_listening(port, server)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server in started:
+        server.stop()

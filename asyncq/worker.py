@@ -100,9 +100,13 @@ class Child:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor
         signal.signal(signal.SIGTERM, self.on_sigterm)
         self.app.reset_connection()  # a connection of our own, not the parent's
+        parent = os.getppid()
         done = 0
         try:
             while not self.stopping and not (self.max_tasks and done >= self.max_tasks):
+                if os.getppid() != parent:
+                    log.error("supervisor gone: this child stops taking work")
+                    return
                 raw = self.fetch()
                 if raw is not None:
                     self.busy = True
@@ -207,6 +211,10 @@ class Supervisor:
     def run(self) -> int:
         """Run until shut down; the exit status is 0 after a warm shutdown, 1 after a cold one."""
         self.install_signal_handlers()
+        if not self.wait_for_redis():
+            return 1
+        if self.name_taken():
+            return 1
         self.recover_own_leftovers()
         for slot in range(self.concurrency):
             self.spawn(slot)
@@ -227,6 +235,28 @@ class Supervisor:
                     self.on_child_exit(sentinels[fd])
         self.say_goodbye()
         return 1 if self.stop_requests >= 2 else 0
+
+    def wait_for_redis(self) -> bool:
+        """Wait, with capped backoff, until Redis answers; False if told to stop meanwhile."""
+        delay = 0.5
+        while not self.stop_requests:
+            try:
+                self.app.broker.client.ping()
+                return True
+            except redis.ConnectionError as exc:
+                log.error("cannot reach Redis at %s (%s); retrying in %.1fs",
+                          self.app.conf.broker, exc, delay)
+                wait([self._wake_read], timeout=delay)
+                delay = min(delay * 2, 10.0)
+        return False
+
+    def name_taken(self) -> bool:
+        """Two live workers must never share an id: they would share in-flight lists."""
+        if self.app.broker.client.exists(self.app.keys.worker(self.worker_id)):
+            log.critical("a worker named %s is already running (its heartbeat is fresh); "
+                         "give this one another name with -n", self.worker_id)
+            return True
+        return False
 
     def spawn(self, slot: int) -> None:
         child = Child(self.app, self.worker_id, slot, self.queues, self.max_tasks_per_child)

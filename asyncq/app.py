@@ -81,7 +81,7 @@ class AsyncQ:
         try:
             return self.tasks[name]
         except KeyError:
-            raise NotRegistered(name) from None
+            raise NotRegistered(f"task {name!r} is not registered") from None
 
     # -- Redis --------------------------------------------------------------
     @property

@@ -70,6 +70,18 @@ redis.call('LREM', KEYS[2], 1, ARGV[1])
 return stored
 """
 
+# KEYS: dead-letter list, in-flight list, record.  ARGV: message, result ttl,
+# channel, then the failure's field/value pairs (none when the id is unknown).
+_DEAD_LETTER = _LUA_IS_FINAL + """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LREM', KEYS[2], 1, ARGV[1])
+if #ARGV > 3 and not is_final(redis.call('HGET', KEYS[3], 'status')) then
+  redis.call('HSET', KEYS[3], unpack(ARGV, 4))
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], 'final')
+end
+"""
+
 # KEYS: record.  ARGV: channel, then field/value pairs.  A custom state such as
 # PROGRESS; never overwrites a final state.
 _UPDATE = _LUA_IS_FINAL + """
@@ -156,6 +168,7 @@ class Broker:
         self._finish = client.register_script(_FINISH)
         self._update = client.register_script(_UPDATE)
         self._recover = client.register_script(_RECOVER)
+        self._dead_letter = client.register_script(_DEAD_LETTER)
 
     # -- 1. enqueue ---------------------------------------------------------
     def enqueue(self, task_id: str, task: str, queue: str, message: bytes) -> None:
@@ -212,16 +225,12 @@ class Broker:
 
     def dead_letter(self, raw: bytes, inflight: str, failure: Mapping[str, str] | None,
                     task_id: str | None) -> None:
-        """Set an unrunnable message aside, and fail its task where the id is known."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.lpush(self.keys.dead_letters(), raw)
-        pipe.lrem(inflight, 1, raw)
-        if failure and task_id:
-            record = self.keys.task(task_id)
-            pipe.hset(record, mapping=dict(failure))
-            pipe.expire(record, self.result_ttl)
-            pipe.publish(self.keys.done_channel(task_id), "final")
-        pipe.execute()
+        """Set an unrunnable message aside, and fail its task where the id is known
+        (unless that task already has a final state: this message is then a stray copy)."""
+        pairs = [item for pair in (failure or {}).items() for item in pair] if task_id else []
+        self._dead_letter(
+            keys=[self.keys.dead_letters(), inflight, self.keys.task(task_id or "-")],
+            args=[raw, self.result_ttl, self.keys.done_channel(task_id or "-"), *pairs])
 
     # -- 5. recover a dead child's messages ---------------------------------
     def inflight_messages(self, inflight: str) -> list[bytes]:

@@ -14,11 +14,8 @@ class ConfigurationError(AsyncQError, ValueError):
     """A setting or task option is unknown or has a bad value."""
 
 
-class NotRegistered(AsyncQError, KeyError):
-    """A task name that this app does not know."""
-
-    def __str__(self) -> str:
-        return f"task {self.args[0]!r} is not registered" if self.args else "task not registered"
+class NotRegistered(AsyncQError, LookupError):
+    """A task name that this app does not know; the message names it."""
 
 
 class EncodeError(AsyncQError, TypeError):

@@ -93,7 +93,8 @@ return 1
 
 # KEYS: in-flight list, queue, record.  ARGV: message, redelivery limit,
 # count this delivery (1/0), failure fields as JSON, channel, result ttl.
-# Returns 'gone' (already final), 'requeued' or 'failed'.
+# Returns 'missing' (no longer in the list), 'gone' (already final), 'requeued'
+# or 'failed'.
 _RECOVER = _LUA_IS_FINAL + """
 local status, started, acks_late = unpack(
   redis.call('HMGET', KEYS[3], 'status', 'started_at', 'acks_late'))
@@ -207,7 +208,14 @@ class Broker:
         return final.decode() if final else None
 
     def update_state(self, task_id: str, state: str, meta: Any) -> bool:
-        """Store a custom state (such as PROGRESS) and its meta as their own fields."""
+        """Store a custom state (such as PROGRESS) and its meta as their own fields.
+
+        Final states come only from the task's return or exception, so that each
+        task has exactly one, with a result or an error to match it.
+        """
+        if state in states.READY_STATES:
+            raise ValueError(f"update_state cannot set the final state {state}: "
+                             "return a value or raise an exception instead")
         fields = ["status", state, "meta", dumps(meta, f"the meta of state {state!r}")]
         return bool(self._update(keys=[self.keys.task(task_id)],
                                  args=[self.keys.done_channel(task_id), *fields]))

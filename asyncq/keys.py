@@ -29,7 +29,7 @@ class Keys:
         return f"{self.tag}:task:{task_id}"
 
     def done_channel(self, task_id: str) -> str:
-        """Pub/sub channel told of each state change, so waiters never poll."""
+        """Pub/sub channel told of custom and final states, so waiters need not poll."""
         return f"{self.tag}:done:{task_id}"
 
     def inflight(self, worker_id: str, slot: int) -> str:

@@ -107,9 +107,12 @@ local function requeue()
 end
 if not started then return requeue() end
 if acks_late == '1' then
-  local deliveries = 0
-  if ARGV[3] == '1' then deliveries = redis.call('HINCRBY', KEYS[3], 'redeliveries', 1) end
-  if deliveries <= tonumber(ARGV[2]) then return requeue() end
+  if ARGV[3] ~= '1' then return requeue() end
+  local redelivered = tonumber(redis.call('HGET', KEYS[3], 'redeliveries') or '0')
+  if redelivered < tonumber(ARGV[2]) then
+    redis.call('HINCRBY', KEYS[3], 'redeliveries', 1)
+    return requeue()
+  end
 end
 local fields = cjson.decode(ARGV[4])
 for field, value in pairs(fields) do redis.call('HSET', KEYS[3], field, value) end

@@ -12,6 +12,7 @@ the supervisor is Celery's MainProcess, a child is a ForkPoolWorker.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -172,11 +173,13 @@ class Child:
 
 
 def _guess_id(raw: bytes) -> str | None:
+    """The task id of a message that is otherwise unusable, when one can be read."""
     try:
-        task_id = Message.decode(raw).id
+        body = json.loads(raw)
     except ValueError:
         return None
-    return task_id
+    task_id = body.get("id") if isinstance(body, dict) else None
+    return task_id if isinstance(task_id, str) and task_id else None
 
 
 def _shorten(text: str, limit: int = 200) -> str:

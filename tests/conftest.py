@@ -11,8 +11,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -104,6 +106,11 @@ class Process:
                                      f"output:\n{self.output}")
             with contextlib.suppress(queue.Empty):
                 self._new.get(timeout=left)
+
+    def count(self, pattern: str) -> int:
+        """How many lines read so far match ``pattern``."""
+        regex = re.compile(pattern)
+        return sum(1 for line in list(self.lines) if regex.search(line))
 
     def signal(self, signum: int) -> None:
         self.popen.send_signal(signum)
@@ -206,3 +213,94 @@ def start_gunicorn(redis_url: str) -> Iterator:
     yield start
     for server in started:
         server.stop()
+
+
+# -- Redis state, read straight from the server by key name --------------------
+
+QUEUE = "{asyncq}:queue:celery"  # the default queue's list
+DEAD_LETTERS = "{asyncq}:dead"  # messages a worker could not run
+
+
+def queue_key(name: str) -> str:
+    return "{asyncq}:queue:" + name
+
+
+def task_key(task_id: str) -> str:
+    return "{asyncq}:task:" + task_id
+
+
+def inflight_key(worker_id: str, slot: int = 0) -> str:
+    return f"{{asyncq}}:inflight:{worker_id}:{slot}"
+
+
+def worker_key(worker_id: str) -> str:
+    return "{asyncq}:worker:" + worker_id
+
+
+def read_record(client: redis.Redis, task_id: str) -> dict[str, str]:
+    """A task's record hash as text ({} when there is none)."""
+    return {k.decode(): v.decode() for k, v in client.hgetall(task_key(task_id)).items()}
+
+
+def wait_until(probe: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """Poll ``probe`` (a cheap Redis read) until it returns something truthy, and return it.
+
+    For states that publish no event (such as STARTED); fails saying what never happened.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not seen within {timeout}s (last probe: {value!r})")
+        time.sleep(0.02)
+
+
+def wait_for_state(result: Any, state: str, timeout: float = 10.0) -> None:
+    """Wait until ``result.state`` is ``state``; fails naming the last state seen."""
+    seen: list[str] = []
+
+    def reached() -> bool:
+        seen.append(result.state)
+        return seen[-1] == state
+
+    wait_until(reached, f"task {result.id} in state {state} (last state {seen[-1:]})", timeout)
+
+
+def wait_for_progress_pid(result: Any, other_than: int | None = None,
+                          timeout: float = 10.0) -> int:
+    """The pid a tests.block-style task reports in its PROGRESS meta (not ``other_than``)."""
+
+    def pid() -> int | None:
+        info = result.info if result.state == "PROGRESS" else None
+        found = info.get("pid") if isinstance(info, dict) else None
+        return found if found != other_than else None
+
+    return wait_until(pid, f"task {result.id} reporting a child pid other than {other_than}",
+                      timeout)
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of a running process, from /proc (Linux)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+class Gate:
+    """A Redis key that tests.block, hold and report wait for; ``open`` lets them return."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+        self.key = f"test:gate:{uuid.uuid4().hex}"
+
+    def open(self) -> None:
+        self.client.set(self.key, 1)
+
+
+@pytest.fixture
+def gate(client: redis.Redis, start_worker: Callable[..., Process]) -> Iterator[Gate]:
+    """A closed gate, opened again at teardown (before workers stop) so no task stays blocked."""
+    closed = Gate(client)
+    yield closed
+    closed.open()

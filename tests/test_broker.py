@@ -1,0 +1,127 @@
+"""Submitting a task: the PENDING record and the queued message, as Redis holds them.
+
+No worker runs in these tests, so whatever is in Redis was put there by the submit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from asyncq import AsyncResult
+from asyncq.exceptions import EncodeError, UnknownTaskError
+from tests.conftest import QUEUE, queue_key, read_record, task_key
+from tests.taskapp import add, progress, whoami
+
+
+def test_delay_records_pending_and_queues_the_message(app, client):
+    # given no worker running
+    before = time.time()
+
+    # when a task is submitted
+    result = add.delay(2, 3)
+
+    # then its record says PENDING ...
+    record = read_record(client, result.id)
+    assert record["status"] == "PENDING"
+    assert record["task"] == "tests.add"
+    assert record["queue"] == "celery"
+    assert before <= float(record["submitted_at"]) <= time.time()
+    assert result.state == "PENDING"
+    # ... with a safety TTL, so that it cannot live forever ...
+    assert 0 < client.ttl(task_key(result.id)) <= app.conf.task_record_ttl
+    # ... and its message waits in the default queue, as JSON
+    messages = client.lrange(QUEUE, 0, -1)
+    assert len(messages) == 1
+    assert json.loads(messages[0]) == {"id": result.id, "task": "tests.add", "args": [2, 3],
+                                       "kwargs": {}, "queue": "celery"}
+
+
+def test_record_and_message_are_written_in_one_transaction(app, redis_url):
+    # given a connection that watches every command the server runs
+    watcher = redis.Redis.from_url(redis_url, socket_timeout=5)
+    add.app.broker.client.ping()  # connect first, so that only the submit is watched
+    with watcher.monitor() as monitor:
+        # when a task is submitted
+        result = add.delay(1, 2)
+        commands = [monitor.next_command()["command"]]
+        while not commands[-1].startswith(("LPUSH", "EXEC")):
+            commands.append(monitor.next_command()["command"])
+        if "MULTI" in commands:
+            while not commands[-1].startswith("EXEC"):
+                commands.append(monitor.next_command()["command"])
+    watcher.close()
+
+    # then both the record and the message are written between MULTI and EXEC
+    assert "MULTI" in commands, commands
+    transaction = commands[commands.index("MULTI"):]
+    assert any(c.startswith(f"HSET {task_key(result.id)} ") for c in transaction), commands
+    assert any(c.startswith(f"LPUSH {QUEUE} ") for c in transaction), commands
+    assert transaction[-1] == "EXEC", commands
+
+
+def test_an_unknown_id_is_unknown_not_pending(app):
+    # given an id that was never submitted
+    result = AsyncResult("no-such-task", app=app)
+
+    # then it is reported UNKNOWN, never PENDING, and there is nothing to wait for
+    assert result.state == "UNKNOWN"
+    assert result.status == "UNKNOWN"
+    assert not result.ready()
+    started = time.monotonic()
+    with pytest.raises(UnknownTaskError):
+        result.get(timeout=5)
+    assert time.monotonic() - started < 1.0
+
+
+def test_apply_async_honours_task_id_and_queue(app, client):
+    # when a task is submitted with its own id, to another queue
+    result = add.apply_async((4, 5), task_id="my-own-id", queue="other")
+
+    # then that id is used, and the message goes to that queue only
+    assert result.id == "my-own-id"
+    assert read_record(client, "my-own-id")["queue"] == "other"
+    messages = client.lrange(queue_key("other"), 0, -1)
+    assert [json.loads(m) for m in messages] == [
+        {"id": "my-own-id", "task": "tests.add", "args": [4, 5], "kwargs": {}, "queue": "other"}]
+    assert client.llen(QUEUE) == 0
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [
+    pytest.param(({1, 2}, 3), {}, id="set"),
+    pytest.param((object(), 3), {}, id="object"),
+    pytest.param((1,), {"b": b"bytes"}, id="bytes-kwarg"),
+    pytest.param((float("nan"), 1), {}, id="nan"),
+])
+def test_arguments_that_are_not_json_fail_at_submit_and_queue_nothing(app, client, args, kwargs):
+    # when a task is submitted with arguments JSON cannot carry
+    with pytest.raises(EncodeError) as error:
+        add.apply_async(args, kwargs)
+
+    # then the error says which task, it is a TypeError too, and nothing reached Redis
+    assert "tests.add" in str(error.value)
+    assert isinstance(error.value, TypeError)
+    assert client.keys("{asyncq}:*") == []
+
+
+def test_calling_a_task_runs_it_inline_without_redis(app, monkeypatch):
+    # given a broker that cannot be reached
+    monkeypatch.setenv("ASYNCQ_BROKER_URL", "redis://127.0.0.1:1/0")
+    app.reset_connection()
+
+    # when tasks are called like functions
+    total = add(2, 3)
+    request = whoami(7, flag=True)
+    report = progress(2)  # its update_state calls do nothing inline
+
+    # then they run here and now, and a bound task sees a direct call
+    assert total == 5
+    assert request == {"id": None, "args": [7], "kwargs": {"flag": True}, "hostname": None,
+                       "called_directly": True, "routing_key": None}
+    assert report == {"done": 2, "id": None, "args": [2]}
+    # and Redis really was out of reach: queueing fails
+    with pytest.raises(redis.ConnectionError):
+        add.delay(2, 3)

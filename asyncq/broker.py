@@ -91,23 +91,33 @@ redis.call('PUBLISH', ARGV[1], 'update')
 return 1
 """
 
-# KEYS: in-flight list, queue, record.  ARGV: message, redelivery limit,
-# count this delivery (1/0), failure fields as JSON, channel, result ttl.
-# Returns 'missing' (no longer in the list), 'gone' (already final), 'requeued'
-# or 'failed'.
+# KEYS: in-flight list, queue, record, owner's heartbeat key.  ARGV: message,
+# redelivery limit, mode, failure fields as JSON, channel, result ttl.
+# Modes: 'lost' (a child or host died: acks-late tasks come back, counted),
+# 'shutdown' (cold shutdown: the same, not counted), 'timeout' (hard time
+# limit: the task fails).  With 'lost', a live owner (fresh heartbeat) is left
+# alone, so two recoverers, or a worker that came back, never race.
+# Returns 'alive', 'missing' (another recoverer took it), 'gone' (already
+# final), 'requeued' or 'failed'.
 _RECOVER = _LUA_IS_FINAL + """
+if ARGV[3] == 'lost' and KEYS[4] ~= KEYS[1] and redis.call('EXISTS', KEYS[4]) == 1 then
+  return 'alive'
+end
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 'missing' end
 local status, started, acks_late = unpack(
   redis.call('HMGET', KEYS[3], 'status', 'started_at', 'acks_late'))
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 'missing' end
 if is_final(status) then return 'gone' end
 local function requeue()
   redis.call('RPUSH', KEYS[2], ARGV[1])
-  if status then redis.call('HSET', KEYS[3], 'status', 'PENDING') end
+  if status then
+    redis.call('HSET', KEYS[3], 'status', 'PENDING')
+    redis.call('HDEL', KEYS[3], 'started_at')
+  end
   return 'requeued'
 end
 if not started then return requeue() end
-if acks_late == '1' then
-  if ARGV[3] ~= '1' then return requeue() end
+if acks_late == '1' and ARGV[3] == 'shutdown' then return requeue() end
+if acks_late == '1' and ARGV[3] == 'lost' then
   local redelivered = tonumber(redis.call('HGET', KEYS[3], 'redeliveries') or '0')
   if redelivered < tonumber(ARGV[2]) then
     redis.call('HINCRBY', KEYS[3], 'redeliveries', 1)
@@ -247,12 +257,16 @@ class Broker:
     def inflight_messages(self, inflight: str) -> list[bytes]:
         return self.client.lrange(inflight, 0, -1)
 
-    def recover(self, message: Message, inflight: str, redelivery_limit: int,
-                count: bool, failure: Mapping[str, str]) -> str:
-        """Requeue or fail one message a dead child held; see ``_RECOVER`` for the rules."""
+    def recover(self, message: Message, inflight: str, owner: str, mode: str,
+                redelivery_limit: int, failure: Mapping[str, str]) -> str:
+        """Requeue or fail one message a dead child held; see ``_RECOVER`` for the rules.
+
+        ``owner`` is the heartbeat key of the worker that held it; pass ``inflight``
+        itself when the caller is that worker.
+        """
         result = self._recover(
-            keys=[inflight, self.keys.queue(message.queue), self.keys.task(message.id)],
-            args=[message.raw, redelivery_limit, int(count), json.dumps(dict(failure)),
+            keys=[inflight, self.keys.queue(message.queue), self.keys.task(message.id), owner],
+            args=[message.raw, redelivery_limit, mode, json.dumps(dict(failure)),
                   self.keys.done_channel(message.id), self.result_ttl],
         )
         return result.decode()

@@ -30,8 +30,12 @@ class Settings:
     task_serializer: str = "json"  # accepted for Celery code; only json exists
     result_serializer: str = "json"  # likewise
     accept_content: tuple[str, ...] = ("json",)  # likewise
+    task_time_limit: float = 0  # seconds before the child is killed: TimeLimitExceeded; 0 = none
+    task_soft_time_limit: float = 0  # seconds before SoftTimeLimitExceeded is raised; 0 = none
     worker_concurrency: int = 0  # child processes; 0 = the number of CPUs
+    worker_max_tasks_per_child: int = 0  # replace a child after this many tasks; 0 = never
     worker_heartbeat_interval: float = 2.0  # seconds between a worker's heartbeats
+    worker_lost_after: float = 20.0  # seconds without a heartbeat before others recover its tasks
     worker_fetch_timeout: float = 1.0  # seconds a child blocks on BLMOVE before looking round
     key_prefix: str = "asyncq"  # hash tag and prefix of every Redis key
     api_max_content_length: int = 1024 * 1024  # bytes; larger REST bodies get 413
@@ -60,6 +64,8 @@ def _checked(name: str, value: Any) -> Any:
     if isinstance(value, timedelta):
         value = int(value.total_seconds())
     expected = type(_FIELDS[name].default)
+    if value is None and expected in (int, float):
+        value = 0  # Celery writes None for "no limit"
     fits = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(expected)
     if fits and (not isinstance(value, fits) or (expected is not bool and isinstance(value, bool))):
         raise ConfigurationError(f"{name}={value!r}: expected a {expected.__name__}")

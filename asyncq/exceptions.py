@@ -38,6 +38,10 @@ class TimeLimitExceeded(AsyncQError):
     """The task ran past its hard time limit and its process was killed."""
 
 
+class SoftTimeLimitExceeded(AsyncQError):
+    """Raised inside a task that ran past its soft time limit, so it can clean up."""
+
+
 class RemoteError(AsyncQError):
     """Stands for a task's exception whose class this process cannot find."""
 

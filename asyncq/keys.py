@@ -41,7 +41,8 @@ class Keys:
         return f"{self.tag}:worker:{worker_id}"
 
     def workers(self) -> str:
-        """Set of the ids of every worker that has announced itself."""
+        """Hash of worker id -> concurrency for every worker that may hold messages;
+        an entry whose heartbeat key has lapsed marks a dead worker to recover."""
         return f"{self.tag}:workers"
 
     def dead_letters(self) -> str:

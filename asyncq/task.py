@@ -21,6 +21,8 @@ TASK_OPTIONS: dict[str, Any] = {
     "ignore_result": None,  # default: the app's task_ignore_result
     "track_started": None,  # default: the app's task_track_started
     "queue": None,  # default: the app's task_default_queue
+    "time_limit": None,  # seconds; default: the app's task_time_limit
+    "soft_time_limit": None,  # seconds; default: the app's task_soft_time_limit
 }
 
 
@@ -83,6 +85,14 @@ class Task:
     @property
     def queue(self) -> str:
         return str(self._setting("queue", "task_default_queue"))
+
+    @property
+    def time_limit(self) -> float:
+        return float(self._setting("time_limit", "task_time_limit") or 0)
+
+    @property
+    def soft_time_limit(self) -> float:
+        return float(self._setting("soft_time_limit", "task_soft_time_limit") or 0)
 
     @property
     def request(self) -> Request:

@@ -20,16 +20,23 @@ import signal
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from asyncq import states
 from asyncq.broker import Message, now
-from asyncq.exceptions import EncodeError, NotRegistered, WorkerLostError, exception_type_name
+from asyncq.exceptions import (
+    EncodeError,
+    NotRegistered,
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+    WorkerLostError,
+    exception_type_name,
+)
+from asyncq.outage import REDIS_DOWN, Outage
 from asyncq.serialization import dumps
 from asyncq.task import Request
 
@@ -80,12 +87,15 @@ class Child:
     """One child process: fetches and runs tasks, one at a time, until told to stop."""
 
     def __init__(self, app: AsyncQ, worker_id: str, slot: int, queues: list[str],
-                 max_tasks: int):
+                 max_tasks: int, deadlines: Any):
         self.app = app
         self.worker_id = worker_id
+        self.slot = slot
         self.inflight = app.keys.inflight(worker_id, slot)
         self.queues = list(queues)
         self.max_tasks = max_tasks
+        self.deadlines = deadlines  # shared with the supervisor, which enforces them
+        self.outage = Outage(log)
         self.busy = False
         self.stopping = False
 
@@ -97,9 +107,13 @@ class Child:
         if not self.busy:
             raise _Stop
 
+    def on_soft_time_limit(self, signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded("soft time limit exceeded")
+
     def run(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor
         signal.signal(signal.SIGTERM, self.on_sigterm)
+        signal.signal(signal.SIGALRM, self.on_soft_time_limit)
         self.app.reset_connection()  # a connection of our own, not the parent's
         parent = os.getppid()
         done = 0
@@ -121,12 +135,25 @@ class Child:
         """Take the next message; queues are rotated so that none is always first."""
         self.queues.append(self.queues.pop(0))
         try:
-            return self.app.broker.fetch(self.queues, self.inflight,
-                                         self.app.conf.worker_fetch_timeout)
-        except redis.ConnectionError as exc:
-            log.error("cannot reach Redis (%s); trying again in 1s", exc)
-            time.sleep(1.0)
+            raw = self.app.broker.fetch(self.queues, self.inflight,
+                                        self.app.conf.worker_fetch_timeout)
+        except REDIS_DOWN as exc:
+            time.sleep(self.outage.failed(exc))
             return None
+        self.outage.ok()
+        return raw
+
+    def persist(self, step: Callable[[], Any]) -> Any:
+        """Run a Redis step of a task already taken, retrying until Redis answers:
+        a result computed during an outage is stored once Redis is back."""
+        while True:
+            try:
+                value = step()
+            except REDIS_DOWN as exc:
+                time.sleep(self.outage.failed(exc))
+                continue
+            self.outage.ok()
+            return value
 
     def handle(self, raw: bytes) -> None:
         broker = self.app.broker
@@ -136,40 +163,56 @@ class Child:
         except (ValueError, NotRegistered) as exc:
             self.dead_letter(raw, exc)
             return
-        final = broker.start(message, self.inflight, self.worker_id, task.acks_late,
-                             task.track_started)
+        final = self.persist(lambda: broker.start(message, self.inflight, self.worker_id,
+                                                  task.acks_late, task.track_started))
         if final:
             log.warning("Task %s[%s] already %s: not run again", task.name, message.id, final)
             return
         log.info("Task %s[%s] received", task.name, message.id)
         fields = self.execute(task, message)
-        broker.finish(message, self.inflight, fields, keep_result=not task.ignore_result)
+        self.persist(lambda: broker.finish(message, self.inflight, fields,
+                                           keep_result=not task.ignore_result))
 
     def execute(self, task: Task, message: Message) -> dict[str, str]:
-        """Run the task; return the record fields of its final state."""
+        """Run the task under its time limits; return the record fields of its final state."""
         request = Request(id=message.id, args=message.args, kwargs=message.kwargs,
                           hostname=self.worker_id, called_directly=False,
                           delivery_info={"routing_key": message.queue})
         started = time.monotonic()
+        self.arm_time_limits(task)
         try:
             value = task.run_with(request, message.args, message.kwargs)
             result = dumps(value, f"the result of task {task.name!r}")
         except Exception as exc:
+            self.disarm_time_limits()
             log.error("Task %s[%s] raised %s: %s", task.name, message.id,
                       type(exc).__name__, exc)
             return failure_fields(exc, "" if isinstance(exc, EncodeError) else task_traceback(exc))
+        finally:
+            self.disarm_time_limits()
         runtime = time.monotonic() - started
         log.info("Task %s[%s] succeeded in %.3fs: %s", task.name, message.id, runtime,
                  _shorten(result))
         return {"status": states.SUCCESS, "result": result, "finished_at": now(),
                 "runtime": f"{runtime:.6f}"}
 
+    def arm_time_limits(self, task: Task) -> None:
+        """The soft limit is a timer here; the hard one a deadline the supervisor watches."""
+        if task.soft_time_limit:
+            signal.setitimer(signal.ITIMER_REAL, task.soft_time_limit)
+        if task.time_limit:
+            self.deadlines[self.slot] = time.monotonic() + task.time_limit
+
+    def disarm_time_limits(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.deadlines[self.slot] = 0.0
+
     def dead_letter(self, raw: bytes, exc: Exception) -> None:
         """Set a message we cannot run aside; fail its task when we know its id."""
         task_id = _guess_id(raw)
         log.error("Message set aside in the dead-letter list (task id %s): %s", task_id, exc)
         failure = failure_fields(exc) if task_id else None
-        self.app.broker.dead_letter(raw, self.inflight, failure, task_id)
+        self.persist(lambda: self.app.broker.dead_letter(raw, self.inflight, failure, task_id))
 
 
 def _guess_id(raw: bytes) -> str | None:
@@ -187,7 +230,7 @@ def _shorten(text: str, limit: int = 200) -> str:
 
 
 class Supervisor:
-    """The worker's main process: starts, watches and replaces children."""
+    """The worker's main process: starts, watches and replaces children; recovers lost work."""
 
     def __init__(self, app: AsyncQ, options: WorkerOptions):
         self.app = app
@@ -195,9 +238,15 @@ class Supervisor:
                             or os.cpu_count() or 1)
         self.queues = options.queues or [app.conf.task_default_queue]
         self.worker_id = options.hostname or f"asyncq@{socket.gethostname()}:{os.getpid()}"
-        self.max_tasks_per_child = options.max_tasks_per_child
+        self.max_tasks_per_child = (options.max_tasks_per_child
+                                    or app.conf.worker_max_tasks_per_child)
         self.children: dict[int, multiprocessing.process.BaseProcess] = {}
+        # Per slot: when its running task must end (monotonic clock), 0 when none.
+        self.deadlines = _fork.Array("d", self.concurrency, lock=False)
+        self.timed_out: set[int] = set()
+        self.outage = Outage(log)
         self.stop_requests = 0  # 1 = warm shutdown, 2 = cold shutdown
+        self.stops_applied = 0
         self._wake_read, self._wake_write = os.pipe()
 
     # -- signals: handlers only count, the main loop acts ---------------------
@@ -214,55 +263,40 @@ class Supervisor:
     def run(self) -> int:
         """Run until shut down; the exit status is 0 after a warm shutdown, 1 after a cold one."""
         self.install_signal_handlers()
-        if not self.wait_for_redis():
+        if not self.wait_for_redis() or self.name_taken():
             return 1
-        if self.name_taken():
-            return 1
+        self.heartbeat()
         self.recover_own_leftovers()
         for slot in range(self.concurrency):
             self.spawn(slot)
         log.info("%s ready.", self.worker_id)
-        next_beat = 0.0
+        next_beat = time.monotonic() + self.app.conf.worker_heartbeat_interval
         while self.children:
             if time.monotonic() >= next_beat:
                 self.heartbeat()
+                self.reap_dead_workers()
                 next_beat = time.monotonic() + self.app.conf.worker_heartbeat_interval
             sentinels = {child.sentinel: slot for slot, child in self.children.items()}
-            pause = max(0.0, next_beat - time.monotonic())
-            ready = wait([*sentinels, self._wake_read], timeout=pause)
+            ready = wait([*sentinels, self._wake_read], timeout=self.pause(next_beat))
             if self._wake_read in ready:
                 os.read(self._wake_read, 64)
-                self.apply_stop_requests()
+            self.apply_stop_requests()
+            self.enforce_time_limits()
             for fd in ready:
                 if fd in sentinels:
                     self.on_child_exit(sentinels[fd])
         self.say_goodbye()
         return 1 if self.stop_requests >= 2 else 0
 
-    def wait_for_redis(self) -> bool:
-        """Wait, with capped backoff, until Redis answers; False if told to stop meanwhile."""
-        delay = 0.5
-        while not self.stop_requests:
-            try:
-                self.app.broker.client.ping()
-                return True
-            except redis.ConnectionError as exc:
-                log.error("cannot reach Redis at %s (%s); retrying in %.1fs",
-                          self.app.conf.broker, exc, delay)
-                wait([self._wake_read], timeout=delay)
-                delay = min(delay * 2, 10.0)
-        return False
-
-    def name_taken(self) -> bool:
-        """Two live workers must never share an id: they would share in-flight lists."""
-        if self.app.broker.client.exists(self.app.keys.worker(self.worker_id)):
-            log.critical("a worker named %s is already running (its heartbeat is fresh); "
-                         "give this one another name with -n", self.worker_id)
-            return True
-        return False
+    def pause(self, next_beat: float) -> float:
+        """Sleep until the next heartbeat or the nearest hard time limit."""
+        wake_at = min([next_beat, *(d for d in self.deadlines if d > 0)])
+        return max(0.0, wake_at - time.monotonic())
 
     def spawn(self, slot: int) -> None:
-        child = Child(self.app, self.worker_id, slot, self.queues, self.max_tasks_per_child)
+        self.deadlines[slot] = 0.0
+        child = Child(self.app, self.worker_id, slot, self.queues, self.max_tasks_per_child,
+                      self.deadlines)
         process = _fork.Process(target=child.run, name=f"Child-{slot}", daemon=False)
         process.start()
         self.children[slot] = process
@@ -271,19 +305,42 @@ class Supervisor:
     def on_child_exit(self, slot: int) -> None:
         process = self.children.pop(slot)
         process.join()
-        if process.exitcode != 0:
-            log.error("child %d (pid %d) died: %s", slot, process.pid,
-                      describe_exit(process.exitcode))
-        self.recover_slot(slot, f"Worker exited prematurely: {describe_exit(process.exitcode)}",
-                          count=self.stop_requests < 2)
+        how = describe_exit(process.exitcode)
+        if slot in self.timed_out:
+            self.timed_out.discard(slot)
+            mode, error = "timeout", TimeLimitExceeded(
+                f"Task ran past its hard time limit; child killed ({how})")
+        else:
+            if process.exitcode != 0:
+                log.error("child %d (pid %d) died: %s", slot, process.pid, how)
+            mode = "shutdown" if self.stop_requests >= 2 else "lost"
+            error = WorkerLostError(f"Worker exited prematurely: {how}")
+        inflight = self.app.keys.inflight(self.worker_id, slot)
+        if not self.retrying(lambda: self.recover_list(inflight, inflight, mode, error)):
+            return
         if not self.stop_requests:
             self.spawn(slot)
 
+    def enforce_time_limits(self) -> None:
+        """Kill children whose task is past its hard limit; their exit is then handled."""
+        now_ = time.monotonic()
+        for slot, process in self.children.items():
+            deadline = self.deadlines[slot]
+            if 0 < deadline <= now_ and slot not in self.timed_out and process.pid:
+                log.error("child %d (pid %d): hard time limit exceeded, killing it",
+                          slot, process.pid)
+                self.timed_out.add(slot)
+                with suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+
     def apply_stop_requests(self) -> None:
+        if self.stop_requests == self.stops_applied:
+            return
+        self.stops_applied = self.stop_requests
         if self.stop_requests == 1:
             log.info("warm shutdown: finishing running tasks (signal again for a cold shutdown)")
             self.signal_children(signal.SIGTERM)
-        elif self.stop_requests >= 2:
+        else:
             log.warning("cold shutdown: killing children; acks-late tasks go back to the queue")
             self.signal_children(signal.SIGKILL)
 
@@ -293,14 +350,46 @@ class Supervisor:
                 with suppress(ProcessLookupError):
                     os.kill(process.pid, signum)
 
-    # -- recovery -----------------------------------------------------------
-    def recover_slot(self, slot: int, reason: str, count: bool = True) -> None:
-        """Requeue or fail whatever the dead child of ``slot`` had taken."""
-        self.recover_list(self.app.keys.inflight(self.worker_id, slot), reason, count)
+    # -- Redis, which may be away -------------------------------------------
+    def retrying(self, step: Callable[[], Any]) -> bool:
+        """Run ``step`` until Redis answers; False if a cold shutdown came first.
 
-    def recover_list(self, inflight: str, reason: str, count: bool = True) -> None:
+        Waits on the signal pipe, so a shutdown request is seen at once.
+        """
+        while True:
+            try:
+                step()
+            except REDIS_DOWN as exc:
+                delay = self.outage.failed(exc)
+                if self.stop_requests >= 2:
+                    log.error("cold shutdown while Redis is away: what the children held "
+                              "stays in their in-flight lists for recovery")
+                    return False
+                if self._wake_read in wait([self._wake_read], timeout=delay):
+                    os.read(self._wake_read, 64)
+                    self.apply_stop_requests()
+                continue
+            self.outage.ok()
+            return True
+
+    def wait_for_redis(self) -> bool:
+        """Wait until Redis answers at start-up; False if told to stop meanwhile."""
+        return self.retrying(self.app.broker.client.ping) and self.stop_requests == 0
+
+    def name_taken(self) -> bool:
+        """Two live workers must never share an id: they would share in-flight lists."""
+        if self.app.broker.client.exists(self.app.keys.worker(self.worker_id)):
+            log.critical("a worker named %s is already running (its heartbeat is fresh); "
+                         "give this one another name with -n", self.worker_id)
+            return True
+        return False
+
+    # -- recovery -----------------------------------------------------------
+    def recover_list(self, inflight: str, owner: str, mode: str, error: Exception) -> int:
+        """Requeue or fail the messages of one in-flight list; returns how many it handled."""
         broker = self.app.broker
-        failure = failure_fields(WorkerLostError(reason))
+        failure = failure_fields(error)
+        handled = 0
         for raw in broker.inflight_messages(inflight):
             try:
                 message = Message.decode(raw)
@@ -308,36 +397,78 @@ class Supervisor:
                 broker.dead_letter(raw, inflight, None, None)
                 log.error("garbled in-flight message set aside: %s", exc)
                 continue
-            outcome = broker.recover(message, inflight, self.app.conf.task_redelivery_limit,
-                                     count, failure)
+            outcome = broker.recover(message, inflight, owner, mode,
+                                     self.app.conf.task_redelivery_limit, failure)
             log.warning("Task %s[%s] held by a lost child: %s", message.task, message.id, outcome)
+            handled += outcome in ("requeued", "failed")
+        return handled
 
     def recover_own_leftovers(self) -> None:
         """A worker restarted under the same name first takes back what it held."""
         pattern = self.app.keys.inflight(self.worker_id, 0)[:-1] + "*"
-        for inflight in self.app.broker.client.scan_iter(match=pattern):
-            self.recover_list(inflight.decode(), "Worker restarted while running the task")
+        for key in self.app.broker.client.scan_iter(match=pattern):
+            inflight = key.decode()
+            self.recover_list(inflight, inflight, "lost",
+                              WorkerLostError("Worker restarted while running the task"))
+
+    def reap_dead_workers(self) -> None:
+        """Recover the work of workers whose heartbeat has lapsed (a host died).
+
+        Every live worker does this; the recover script moves each message at most
+        once and leaves a worker alone again as soon as its heartbeat is back.
+        """
+        keys, client = self.app.keys, self.app.broker.client
+        try:
+            known = {k.decode(): int(v) for k, v in client.hgetall(keys.workers()).items()}
+            known.pop(self.worker_id, None)
+            pipe = client.pipeline(transaction=False)
+            for worker_id in known:
+                pipe.exists(keys.worker(worker_id))
+            alive = pipe.execute()
+            for (worker_id, concurrency), is_alive in zip(known.items(), alive, strict=True):
+                if not is_alive:
+                    self.recover_dead_worker(worker_id, concurrency)
+        except REDIS_DOWN as exc:
+            self.outage.failed(exc)
+
+    def recover_dead_worker(self, worker_id: str, concurrency: int) -> None:
+        keys, client = self.app.keys, self.app.broker.client
+        owner = keys.worker(worker_id)
+        error = WorkerLostError(f"Worker {worker_id} stopped sending heartbeats")
+        handled = sum(self.recover_list(keys.inflight(worker_id, slot), owner, "lost", error)
+                      for slot in range(concurrency))
+        if client.exists(owner):
+            return  # it came back meanwhile
+        if not any(client.exists(keys.inflight(worker_id, slot)) for slot in range(concurrency)):
+            client.hdel(keys.workers(), worker_id)
+        log.warning("worker %s lost its heartbeat: recovered %d task(s)", worker_id, handled)
 
     # -- presence -----------------------------------------------------------
     def heartbeat(self) -> None:
-        """Announce this worker; the key's TTL lapses if the supervisor stops beating."""
+        """Announce this worker; if the beats stop, the key lapses and others recover its work."""
         keys, conf = self.app.keys, self.app.conf
         pipe = self.app.broker.client.pipeline(transaction=True)
         pipe.hset(keys.worker(self.worker_id), mapping={
             "id": self.worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
             "concurrency": self.concurrency, "queues": ",".join(self.queues),
             "heartbeat": now()})
-        pipe.expire(keys.worker(self.worker_id), max(1, int(conf.worker_heartbeat_interval * 3)))
-        pipe.sadd(keys.workers(), self.worker_id)
+        pipe.expire(keys.worker(self.worker_id), max(1, round(conf.worker_lost_after)))
+        pipe.hset(keys.workers(), self.worker_id, self.concurrency)
         try:
             pipe.execute()
-        except redis.ConnectionError as exc:
-            log.error("heartbeat failed, Redis unreachable: %s", exc)
+        except REDIS_DOWN as exc:
+            self.outage.failed(exc)
+        else:
+            self.outage.ok()
 
     def say_goodbye(self) -> None:
-        with suppress(redis.ConnectionError):
-            pipe = self.app.broker.client.pipeline(transaction=True)
-            pipe.delete(self.app.keys.worker(self.worker_id))
-            pipe.srem(self.app.keys.workers(), self.worker_id)
+        """Leave the registry, unless messages are still held (then others recover them)."""
+        keys, client = self.app.keys, self.app.broker.client
+        with suppress(*REDIS_DOWN):
+            held = [keys.inflight(self.worker_id, slot) for slot in range(self.concurrency)]
+            pipe = client.pipeline(transaction=True)
+            pipe.delete(keys.worker(self.worker_id))
+            if not client.exists(*held):
+                pipe.hdel(keys.workers(), self.worker_id)
             pipe.execute()
         log.info("%s stopped.", self.worker_id)

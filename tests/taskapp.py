@@ -12,7 +12,10 @@ import time
 
 from asyncq import Celery
 
-app = Celery("tests", task_track_started=True)
+# Short heartbeats so that recovery of a dead worker takes seconds in tests.
+app = Celery("tests", task_track_started=True,
+             worker_heartbeat_interval=float(os.environ.get("TEST_HEARTBEAT", "0.5")),
+             worker_lost_after=float(os.environ.get("TEST_LOST_AFTER", "3")))
 
 
 @app.task(name="tests.add")

@@ -1,0 +1,69 @@
+"""Redis goes away and comes back (AOF on): nothing is lost, and everyone says so clearly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from asyncq.localredis import LocalRedis
+from tests.conftest import http
+from tests.taskapp import app as test_app
+from tests.taskapp import sleep
+
+
+@pytest.fixture
+def aof_redis(tmp_path) -> Iterator[LocalRedis]:
+    """A redis-server of this test's own, with the append-only file on, so it can restart."""
+    server = LocalRedis(tmp_path / "aof", appendonly=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aof_app(aof_redis):
+    original = test_app.conf.broker_url
+    test_app.conf.broker_url = aof_redis.url
+    test_app.reset_connection()
+    yield test_app
+    test_app.conf.broker_url = original
+    test_app.reset_connection()
+
+
+def test_redis_restart_loses_nothing(aof_redis, aof_app, start_worker, start_gunicorn):
+    # Given a worker and the API on a Redis with AOF, and tasks queued and running
+    worker = start_worker(concurrency=2, env={"ASYNCQ_BROKER_URL": aof_redis.url})
+    api = start_gunicorn("examples.tutorial.server:app",
+                         env={"ASYNCQ_BROKER_URL": aof_redis.url, "TASK_SECONDS": "0.1"})
+    before = [sleep.delay(0.3) for _ in range(12)]
+    worker.wait_for(r"Task tests\.sleep\[.*\] received")
+
+    # When redis-server stops
+    stopped_at = len(worker.lines)
+    aof_redis.stop()
+
+    # Then the API answers 503 with a JSON error, never a stack trace
+    for method, path in (("GET", "/health"), ("POST", "/async_long_running_task")):
+        status, headers, body = http(method, api + path)
+        assert status == 503, (path, body)
+        assert headers["Content-Type"] == "application/json"
+        assert "unreachable" in body["error"]
+    # And the worker says so, supervisor included; a task running meanwhile still
+    # finishes, its result held until Redis is back
+    worker.wait_for(r"MainProcess\] Redis unreachable", start=stopped_at)
+    finished_in_outage = worker.wait_for(r"tests\.sleep\[(.*)\] succeeded", start=stopped_at)
+    outage_start = len(worker.lines)
+
+    # When it comes back (same port, same data)
+    aof_redis.start()
+
+    # Then the worker resumes and every task submitted before the outage ends SUCCESS
+    worker.wait_for(r"Redis is back after", timeout=30)
+    for result in before:
+        assert result.get(timeout=30) == 0.3
+    assert aof_app.AsyncResult(finished_in_outage.group(1)).state == "SUCCESS"
+    assert http("GET", f"{api}/health")[0] == 200
+    # And new work flows again
+    assert sleep.delay(0.01).get(timeout=15) == 0.01
+    assert sum("Redis unreachable" in line for line in worker.lines) <= 3  # 1 supervisor + 2
+    assert "Traceback" not in "\n".join(worker.lines[outage_start:])

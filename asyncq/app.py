@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar, overload
 
 import redis
@@ -12,7 +15,7 @@ from asyncq.config import Settings
 from asyncq.exceptions import ConfigurationError, NotRegistered
 from asyncq.keys import Keys
 from asyncq.result import AsyncResult
-from asyncq.task import Task, new_task_id
+from asyncq.task import Task, as_timestamp, new_task_id
 
 F = TypeVar("F", bound=Callable[..., Any])
 _current: list[AsyncQ] = []
@@ -65,14 +68,29 @@ class AsyncQ:
         return register(fun) if fun is not None else register
 
     def send_task(self, name: str, args: Any = None, kwargs: dict[str, Any] | None = None, *,
-                  task_id: str | None = None, queue: str | None = None) -> AsyncResult:
+                  task_id: str | None = None, queue: str | None = None,
+                  countdown: float | None = None, eta: datetime | float | None = None,
+                  expires: datetime | float | None = None) -> AsyncResult:
         """Queue a task by name; it need not be registered here, only on the workers."""
         task_id = task_id or new_task_id()
-        task = self.tasks.get(name)
-        queue = queue or (task.queue if task else self.conf.task_default_queue)
-        message = encode_message(task_id, name, list(args or ()), dict(kwargs or {}), queue)
-        self.broker.enqueue(task_id, name, queue, message)
+        queue = queue or self.route(name)
+        due = time.time() + countdown if countdown is not None else (
+            as_timestamp(eta) if eta is not None else None)
+        deadline = (time.time() + expires if isinstance(expires, int | float)
+                    else as_timestamp(expires) if expires is not None else None)
+        message = encode_message(task_id, name, list(args or ()), dict(kwargs or {}), queue,
+                                 eta=due, expires=deadline)
+        self.broker.enqueue(task_id, name, queue, message, eta=due)
         return AsyncResult(task_id, app=self, task_name=name)
+
+    def route(self, name: str) -> str:
+        """The queue for a task: ``task_routes`` (by name or glob), else the task's own
+        ``queue`` option, else ``task_default_queue``."""
+        for pattern, target in self.conf.task_routes.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return target["queue"] if isinstance(target, dict) else str(target)
+        task = self.tasks.get(name)
+        return task.queue if task else self.conf.task_default_queue
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self)

@@ -82,6 +82,44 @@ if #ARGV > 3 and not is_final(redis.call('HGET', KEYS[3], 'status')) then
 end
 """
 
+# KEYS: record, in-flight list, scheduled set.  ARGV: message, next try's
+# message, its due time, record ttl, channel, then the RETRY field/value pairs.
+# The RETRY state, the next try's schedule and the ack are one step.
+_RETRY = _LUA_IS_FINAL + """
+if is_final(redis.call('HGET', KEYS[1], 'status')) then
+  redis.call('LREM', KEYS[2], 1, ARGV[1])
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HDEL', KEYS[1], 'started_at')
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('LREM', KEYS[2], 1, ARGV[1])
+redis.call('PUBLISH', ARGV[5], 'update')
+return 1
+"""
+
+# KEYS: scheduled set, queue.  ARGV: message.  Whichever worker removes a due
+# message from the set is the one that queues it: it moves once.
+_MOVE_DUE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# KEYS: record.  ARGV: record ttl, channel, then field/value pairs.  A revoked
+# task keeps its record (and so its revocation) for the record ttl; a worker
+# that takes its message later sees the final state and drops it.
+_REVOKE = _LUA_IS_FINAL + """
+if is_final(redis.call('HGET', KEYS[1], 'status')) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'final')
+return 1
+"""
+
 # KEYS: record.  ARGV: channel, then field/value pairs.  A custom state such as
 # PROGRESS; never overwrites a final state.
 _UPDATE = _LUA_IS_FINAL + """
@@ -134,7 +172,8 @@ return 'failed'
 
 @dataclass(frozen=True)
 class Message:
-    """A decoded queue message: JSON ``{"id", "task", "args", "kwargs", "queue"}``."""
+    """A decoded queue message: JSON ``{"id", "task", "args", "kwargs", "queue"}``, and
+    when set, ``retries`` (tries so far), ``eta`` and ``expires`` (Unix seconds)."""
 
     raw: bytes
     id: str
@@ -142,6 +181,7 @@ class Message:
     args: list[Any]
     kwargs: dict[str, Any]
     queue: str
+    body: dict[str, Any]
 
     @classmethod
     def decode(cls, raw: bytes) -> Message:
@@ -152,17 +192,43 @@ class Message:
             raise ValueError(f"not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise ValueError("not a JSON object")
-        fields = {"id": str, "task": str, "args": list, "kwargs": dict, "queue": str}
-        for field, kind in fields.items():
+        for field, kind in _REQUIRED.items():
             if not isinstance(body.get(field), kind):
                 raise ValueError(f"field {field!r} missing or not a {kind.__name__}")
-        return cls(raw, body["id"], body["task"], body["args"], body["kwargs"], body["queue"])
+        for field, kinds in _OPTIONAL.items():
+            if body.get(field) is not None and not isinstance(body[field], kinds):
+                raise ValueError(f"field {field!r} has the wrong type")
+        return cls(raw, body["id"], body["task"], body["args"], body["kwargs"], body["queue"],
+                   body)
+
+    @property
+    def retries(self) -> int:
+        return int(self.body.get("retries") or 0)
+
+    @property
+    def expires(self) -> float | None:
+        return self.body.get("expires")
+
+    def retried(self) -> bytes:
+        """The message for the next try: the same, with ``retries`` one higher."""
+        return encode_body({**self.body, "retries": self.retries + 1})
 
 
-def encode_message(task_id: str, task: str, args: list, kwargs: dict, queue: str) -> bytes:
-    """The wire format: compact JSON, never pickle."""
+_REQUIRED = {"id": str, "task": str, "args": list, "kwargs": dict, "queue": str}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "retries": int, "eta": (int, float), "expires": (int, float)}
+
+
+def encode_message(task_id: str, task: str, args: list, kwargs: dict, queue: str,
+                   **options: Any) -> bytes:
+    """The wire format: compact JSON, never pickle. Options that are None are left out."""
     body = {"id": task_id, "task": task, "args": args, "kwargs": kwargs, "queue": queue}
-    return dumps(body, f"the arguments of task {task!r}").encode()
+    body.update((k, v) for k, v in options.items() if v is not None)
+    return encode_body(body)
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    return dumps(body, f"the arguments of task {body['task']!r}").encode()
 
 
 def now() -> str:
@@ -183,18 +249,41 @@ class Broker:
         self._update = client.register_script(_UPDATE)
         self._recover = client.register_script(_RECOVER)
         self._dead_letter = client.register_script(_DEAD_LETTER)
+        self._retry = client.register_script(_RETRY)
+        self._move_due = client.register_script(_MOVE_DUE)
+        self._revoke = client.register_script(_REVOKE)
 
     # -- 1. enqueue ---------------------------------------------------------
-    def enqueue(self, task_id: str, task: str, queue: str, message: bytes) -> None:
-        """Write the PENDING record and queue the message in one MULTI."""
+    def enqueue(self, task_id: str, task: str, queue: str, message: bytes,
+                eta: float | None = None) -> None:
+        """Write the PENDING record and queue the message (or schedule it) in one MULTI."""
         record = self.keys.task(task_id)
+        fields = {"status": states.PENDING, "task": task, "queue": queue, "submitted_at": now()}
+        if eta is not None:
+            fields["eta"] = f"{eta:.6f}"
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(record)
-        pipe.hset(record, mapping={"status": states.PENDING, "task": task,
-                                   "queue": queue, "submitted_at": now()})
+        pipe.hset(record, mapping=fields)
         pipe.expire(record, self.record_ttl)
-        pipe.lpush(self.keys.queue(queue), message)
+        if eta is not None and eta > time.time():
+            pipe.zadd(self.keys.scheduled(), {message: eta})
+        else:
+            pipe.lpush(self.keys.queue(queue), message)
         pipe.execute()
+
+    def move_due(self, limit: int = 500) -> float | None:
+        """Queue the scheduled messages now due; returns when the next one is due."""
+        scheduled = self.keys.scheduled()
+        for raw in self.client.zrangebyscore(scheduled, "-inf", time.time(), 0, limit):
+            try:
+                queue = Message.decode(raw).queue
+            except ValueError:
+                self.client.zrem(scheduled, raw)  # cannot happen for messages we wrote
+                self.client.lpush(self.keys.dead_letters(), raw)
+                continue
+            self._move_due(keys=[scheduled, self.keys.queue(queue)], args=[raw])
+        upcoming = self.client.zrange(scheduled, 0, 0, withscores=True)
+        return upcoming[0][1] if upcoming else None
 
     # -- 2. fetch -----------------------------------------------------------
     def fetch(self, queues: list[str], inflight: str, timeout: float) -> bytes | None:
@@ -243,6 +332,22 @@ class Broker:
             keys=[self.keys.task(message.id), inflight],
             args=[message.raw, ttl, self.keys.done_channel(message.id), *pairs],
         ))
+
+    def retry(self, message: Message, inflight: str, eta: float,
+              fields: Mapping[str, str]) -> bool:
+        """Store RETRY, schedule the next try and ack, in one script."""
+        pairs = [item for pair in fields.items() for item in pair]
+        return bool(self._retry(
+            keys=[self.keys.task(message.id), inflight, self.keys.scheduled()],
+            args=[message.raw, message.retried(), eta, self.record_ttl,
+                  self.keys.done_channel(message.id), *pairs]))
+
+    def revoke(self, task_id: str, fields: Mapping[str, str]) -> bool:
+        """End a task REVOKED unless it is already final; False if it was."""
+        pairs = [item for pair in fields.items() for item in pair]
+        return bool(self._revoke(keys=[self.keys.task(task_id)],
+                                 args=[self.record_ttl, self.keys.done_channel(task_id),
+                                       *pairs]))
 
     def dead_letter(self, raw: bytes, inflight: str, failure: Mapping[str, str] | None,
                     task_id: str | None) -> None:

@@ -21,6 +21,7 @@ class Settings:
     broker_url: str = ""  # '' = $ASYNCQ_BROKER_URL, else redis://localhost:6379/0
     result_backend: str = ""  # '' = the broker; asyncq keeps results beside the queues
     task_default_queue: str = "celery"  # Celery's default queue name
+    task_routes: dict[str, Any] = dataclasses.field(default_factory=dict)  # name/glob -> queue
     task_ignore_result: bool = False  # True: delete the record once the task is final
     task_track_started: bool = True  # show STARTED while a task runs (Celery: False)
     task_acks_late: bool = False  # ack after the task ends, so a dead child's task reruns
@@ -63,10 +64,12 @@ def _checked(name: str, value: Any) -> Any:
         raise ConfigurationError(f"unknown setting {name!r}{hint}")
     if isinstance(value, timedelta):
         value = int(value.total_seconds())
-    expected = type(_FIELDS[name].default)
+    default = _FIELDS[name].default
+    expected = dict if default is dataclasses.MISSING else type(default)
     if value is None and expected in (int, float):
         value = 0  # Celery writes None for "no limit"
-    fits = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(expected)
+    fits = {bool: (bool,), int: (int,), float: (int, float), str: (str,),
+            dict: (dict,)}.get(expected)
     if fits and (not isinstance(value, fits) or (expected is not bool and isinstance(value, bool))):
         raise ConfigurationError(f"{name}={value!r}: expected a {expected.__name__}")
     if name in ("task_serializer", "result_serializer") and value != "json":

@@ -42,6 +42,24 @@ class SoftTimeLimitExceeded(AsyncQError):
     """Raised inside a task that ran past its soft time limit, so it can clean up."""
 
 
+class Retry(AsyncQError):
+    """Raised by ``self.retry()``: the worker schedules the next try at ``eta``."""
+
+    def __init__(self, exc: BaseException | None, eta: float, countdown: float):
+        reason = f"{type(exc).__name__}: {exc}" if exc else "retry requested"
+        super().__init__(f"Retry in {countdown:.3g}s: {reason}")
+        self.exc = exc
+        self.eta = eta
+
+
+class MaxRetriesExceededError(AsyncQError):
+    """``self.retry()`` was called with no tries left and no exception to re-raise."""
+
+
+class TaskRevokedError(AsyncQError):
+    """The task was revoked (or expired) before it could finish."""
+
+
 class RemoteError(AsyncQError):
     """Stands for a task's exception whose class this process cannot find."""
 

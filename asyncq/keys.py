@@ -45,6 +45,10 @@ class Keys:
         an entry whose heartbeat key has lapsed marks a dead worker to recover."""
         return f"{self.tag}:workers"
 
+    def scheduled(self) -> str:
+        """Sorted set of messages due later (countdown, ETA, retries), scored by due time."""
+        return f"{self.tag}:scheduled"
+
     def dead_letters(self) -> str:
         """List of messages that could not be run (garbled, unregistered task)."""
         return f"{self.tag}:dead"

@@ -64,6 +64,13 @@ class AsyncResult:
     def failed(self) -> bool:
         return self.state == states.FAILURE
 
+    def revoke(self, terminate: bool = False) -> bool:
+        """Cancel the task: a queued or scheduled one never runs; with ``terminate``, a
+        running one has its child killed (and replaced). Ends REVOKED; False if the task
+        had a final state already."""
+        return self.app.broker.revoke(self.id, revoked_fields(
+            "terminated" if terminate else "revoked", terminate=terminate))
+
     def forget(self) -> None:
         """Delete the record now rather than when it expires."""
         self.app.broker.forget(self.id)
@@ -72,12 +79,13 @@ class AsyncResult:
             interval: float | None = None) -> Any:
         """Wait for the final state and return the result (or raise the task's error).
 
-        Waits on the task's pub/sub channel rather than polling. ``interval`` is
+        Raises the task's exception on FAILURE, TaskRevokedError on REVOKED (with
+        ``propagate=False``, returns them). Waits on the task's pub/sub channel. ``interval`` is
         accepted for Celery code and ignored. Raises UnknownTaskError when there
         is no record to wait for, TimeoutError when ``timeout`` passes first.
         """
         record = self._wait(timeout)
-        if propagate and record.get("status") == states.FAILURE:
+        if propagate and record.get("status") in (states.FAILURE, states.REVOKED):
             raise _outcome(record)
         return _outcome(record)
 
@@ -102,11 +110,20 @@ class AsyncResult:
                 channel.get_message(timeout=1.0 if left is None else min(left, 1.0))
 
 
+def revoked_fields(reason: str, terminate: bool = False) -> dict[str, str]:
+    """The record fields of a REVOKED task; ``terminate`` asks its worker to kill it."""
+    fields = {"status": states.REVOKED, "exc_type": "asyncq.exceptions.TaskRevokedError",
+              "exc_message": reason, "finished_at": f"{time.time():.6f}"}
+    if terminate:
+        fields["terminate"] = "1"
+    return fields
+
+
 def _outcome(record: dict[str, str]) -> Any:
     status = record.get("status")
     if status == states.SUCCESS:
         return loads(record.get("result"))
-    if status in (states.FAILURE, states.REVOKED) and "exc_type" in record:
+    if status in (states.FAILURE, states.REVOKED, states.RETRY) and "exc_type" in record:
         return rebuild_exception(record["exc_type"], record.get("exc_message", ""))
     if status in (states.PENDING, states.STARTED, None):
         return None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from asyncq.exceptions import ConfigurationError
+from asyncq.exceptions import ConfigurationError, MaxRetriesExceededError, Retry
 from asyncq.result import AsyncResult
 
 if TYPE_CHECKING:
@@ -21,6 +24,12 @@ TASK_OPTIONS: dict[str, Any] = {
     "ignore_result": None,  # default: the app's task_ignore_result
     "track_started": None,  # default: the app's task_track_started
     "queue": None,  # default: the app's task_default_queue
+    "max_retries": 3,  # tries after the first; None = no limit
+    "default_retry_delay": 180,  # seconds before a retry that names no countdown
+    "autoretry_for": (),  # exception classes that retry the task by themselves
+    "retry_backoff": False,  # True or a base in seconds: exponential delays for autoretry
+    "retry_backoff_max": 600,  # cap of those delays, in seconds
+    "retry_jitter": True,  # draw each delay at random between 0 and its cap
     "time_limit": None,  # seconds; default: the app's task_time_limit
     "soft_time_limit": None,  # seconds; default: the app's task_soft_time_limit
 }
@@ -114,10 +123,58 @@ class Task:
         return self.apply_async(args, kwargs)
 
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, *,
-                    task_id: str | None = None, queue: str | None = None) -> AsyncResult:
-        """Queue the task; the id is recorded PENDING in the same step."""
-        return self.app.send_task(self.name, args, kwargs, task_id=task_id,
-                                  queue=queue or self.queue)
+                    task_id: str | None = None, queue: str | None = None,
+                    countdown: float | None = None, eta: datetime | float | None = None,
+                    expires: datetime | float | None = None) -> AsyncResult:
+        """Queue the task; the id is recorded PENDING in the same step.
+
+        ``countdown`` (seconds) or ``eta`` (a datetime or Unix time) hold it in Redis
+        until then; ``expires`` (seconds from now, a datetime or Unix time) drops it,
+        REVOKED, if no worker has started it by then.
+        """
+        return self.app.send_task(self.name, args, kwargs, task_id=task_id, queue=queue,
+                                  countdown=countdown, eta=eta, expires=expires)
+
+    # -- retries ------------------------------------------------------------
+    def retry(self, exc: BaseException | None = None, countdown: float | None = None,
+              eta: datetime | float | None = None, max_retries: int | None = None) -> NoReturn:
+        """Ask for another try: raises ``Retry``, which the worker turns into a schedule.
+
+        With no tries left, raises ``exc`` (or MaxRetriesExceededError): the task fails.
+        Use as ``raise self.retry(exc=exc, countdown=5)``.
+        """
+        if self.request.called_directly:
+            raise exc or MaxRetriesExceededError("retry() of a task called directly")
+        when = self.next_try(self.request.retries, exc, countdown, eta, max_retries)
+        if when is None:
+            raise exc or MaxRetriesExceededError(
+                f"{self.name}[{self.request.id}] gave up after {self.request.retries} retries")
+        raise Retry(exc, when, when - time.time())
+
+    def next_try(self, retries: int, exc: BaseException | None = None,
+                 countdown: float | None = None, eta: datetime | float | None = None,
+                 max_retries: int | None = None) -> float | None:
+        """When the next try is due (Unix time), or None when no tries are left."""
+        limit = self.options["max_retries"] if max_retries is None else max_retries
+        if limit is not None and retries >= limit:
+            return None
+        if eta is not None:
+            return as_timestamp(eta)
+        if countdown is None:
+            countdown = self.backoff(retries)
+        return time.time() + countdown
+
+    def backoff(self, retries: int) -> float:
+        """The delay before try ``retries + 1``: fixed, or exponential, capped, jittered."""
+        base = self.options["retry_backoff"]
+        if not base:
+            return float(self.options["default_retry_delay"])
+        delay = min(float(self.options["retry_backoff_max"]), float(base) * 2 ** retries)
+        return random.uniform(0, delay) if self.options["retry_jitter"] else delay
+
+    @property
+    def autoretry_for(self) -> tuple[type[BaseException], ...]:
+        return tuple(self.options["autoretry_for"] or ())
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self.app, task_name=self.name)
@@ -133,3 +190,8 @@ class Task:
 
 def new_task_id() -> str:
     return str(uuid.uuid4())
+
+
+def as_timestamp(when: datetime | float) -> float:
+    """A datetime (naive ones are local time) or Unix seconds, as Unix seconds."""
+    return when.timestamp() if isinstance(when, datetime) else float(when)

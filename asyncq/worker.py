@@ -31,12 +31,14 @@ from asyncq.broker import Message, now
 from asyncq.exceptions import (
     EncodeError,
     NotRegistered,
+    Retry,
     SoftTimeLimitExceeded,
     TimeLimitExceeded,
     WorkerLostError,
     exception_type_name,
 )
 from asyncq.outage import REDIS_DOWN, Outage
+from asyncq.result import revoked_fields
 from asyncq.serialization import dumps
 from asyncq.task import Request
 
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("asyncq.worker")
 _fork = multiprocessing.get_context("fork")
+TASK_ID_SIZE = 64  # bytes of shared memory per child for the id of its running task
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -87,7 +90,7 @@ class Child:
     """One child process: fetches and runs tasks, one at a time, until told to stop."""
 
     def __init__(self, app: AsyncQ, worker_id: str, slot: int, queues: list[str],
-                 max_tasks: int, deadlines: Any):
+                 max_tasks: int, deadlines: Any, running_ids: Any):
         self.app = app
         self.worker_id = worker_id
         self.slot = slot
@@ -95,6 +98,7 @@ class Child:
         self.queues = list(queues)
         self.max_tasks = max_tasks
         self.deadlines = deadlines  # shared with the supervisor, which enforces them
+        self.running_ids = running_ids  # shared too: the id of the task each child runs
         self.outage = Outage(log)
         self.busy = False
         self.stopping = False
@@ -163,38 +167,71 @@ class Child:
         except (ValueError, NotRegistered) as exc:
             self.dead_letter(raw, exc)
             return
+        if message.expires is not None and time.time() > message.expires:
+            log.warning("Task %s[%s] expired before it started: revoked", task.name, message.id)
+            self.persist(lambda: broker.finish(message, self.inflight, revoked_fields("expired")))
+            return
         final = self.persist(lambda: broker.start(message, self.inflight, self.worker_id,
                                                   task.acks_late, task.track_started))
         if final:
             log.warning("Task %s[%s] already %s: not run again", task.name, message.id, final)
             return
         log.info("Task %s[%s] received", task.name, message.id)
-        fields = self.execute(task, message)
-        self.persist(lambda: broker.finish(message, self.inflight, fields,
-                                           keep_result=not task.ignore_result))
+        self.show_running(message.id)
+        fields, retry_at = self.execute(task, message)
+        self.show_running("")
+        if retry_at is not None:
+            self.persist(lambda: broker.retry(message, self.inflight, retry_at, fields))
+        else:
+            self.persist(lambda: broker.finish(message, self.inflight, fields,
+                                               keep_result=not task.ignore_result))
 
-    def execute(self, task: Task, message: Message) -> dict[str, str]:
-        """Run the task under its time limits; return the record fields of its final state."""
+    def show_running(self, task_id: str) -> None:
+        """Let the supervisor see which task this child runs (to terminate it on revoke)."""
+        start = self.slot * TASK_ID_SIZE
+        self.running_ids[start:start + TASK_ID_SIZE] = task_id.encode()[:TASK_ID_SIZE].ljust(
+            TASK_ID_SIZE, b"\0")
+
+    def execute(self, task: Task, message: Message) -> tuple[dict[str, str], float | None]:
+        """Run the task under its time limits; return the record fields of its new state,
+        and when to try again if it asked for (or earned) a retry."""
         request = Request(id=message.id, args=message.args, kwargs=message.kwargs,
-                          hostname=self.worker_id, called_directly=False,
-                          delivery_info={"routing_key": message.queue})
+                          retries=message.retries, hostname=self.worker_id,
+                          called_directly=False, delivery_info={"routing_key": message.queue})
         started = time.monotonic()
         self.arm_time_limits(task)
         try:
             value = task.run_with(request, message.args, message.kwargs)
             result = dumps(value, f"the result of task {task.name!r}")
-        except Exception as exc:
+        except Retry as retry:
             self.disarm_time_limits()
+            return self.retry_fields(task, message, retry.exc or retry, retry.eta), retry.eta
+        except Exception as exc:  # any error of the task is its FAILURE (or a retry)
+            self.disarm_time_limits()
+            retry_at = (task.next_try(message.retries, exc)
+                        if isinstance(exc, task.autoretry_for) else None)
+            if retry_at is not None:
+                return self.retry_fields(task, message, exc, retry_at), retry_at
             log.error("Task %s[%s] raised %s: %s", task.name, message.id,
                       type(exc).__name__, exc)
-            return failure_fields(exc, "" if isinstance(exc, EncodeError) else task_traceback(exc))
+            tb = "" if isinstance(exc, EncodeError) else task_traceback(exc)
+            return failure_fields(exc, tb), None
         finally:
             self.disarm_time_limits()
         runtime = time.monotonic() - started
         log.info("Task %s[%s] succeeded in %.3fs: %s", task.name, message.id, runtime,
                  _shorten(result))
         return {"status": states.SUCCESS, "result": result, "finished_at": now(),
-                "runtime": f"{runtime:.6f}"}
+                "runtime": f"{runtime:.6f}"}, None
+
+    def retry_fields(self, task: Task, message: Message, reason: BaseException,
+                     eta: float) -> dict[str, str]:
+        """RETRY, with the reason kept where FAILURE keeps its error."""
+        log.warning("Task %s[%s] retry %d in %.2fs: %s: %s", task.name, message.id,
+                    message.retries + 1, eta - time.time(), type(reason).__name__, reason)
+        return {"status": states.RETRY, "exc_type": exception_type_name(reason),
+                "exc_message": str(reason), "traceback": task_traceback(reason),
+                "retries": str(message.retries + 1), "eta": f"{eta:.6f}"}
 
     def arm_time_limits(self, task: Task) -> None:
         """The soft limit is a timer here; the hard one a deadline the supervisor watches."""
@@ -243,7 +280,10 @@ class Supervisor:
         self.children: dict[int, multiprocessing.process.BaseProcess] = {}
         # Per slot: when its running task must end (monotonic clock), 0 when none.
         self.deadlines = _fork.Array("d", self.concurrency, lock=False)
+        self.running_ids = _fork.Array("c", self.concurrency * TASK_ID_SIZE, lock=False)
+        self.next_due: float | None = None  # Unix time the next scheduled message is due
         self.timed_out: set[int] = set()
+        self.terminated: set[int] = set()  # killed because their task was revoked
         self.outage = Outage(log)
         self.stop_requests = 0  # 1 = warm shutdown, 2 = cold shutdown
         self.stops_applied = 0
@@ -275,7 +315,11 @@ class Supervisor:
             if time.monotonic() >= next_beat:
                 self.heartbeat()
                 self.reap_dead_workers()
+                self.terminate_revoked()
+                self.queue_due_messages()
                 next_beat = time.monotonic() + self.app.conf.worker_heartbeat_interval
+            elif self.next_due is not None and self.next_due <= time.time():
+                self.queue_due_messages()
             sentinels = {child.sentinel: slot for slot, child in self.children.items()}
             ready = wait([*sentinels, self._wake_read], timeout=self.pause(next_beat))
             if self._wake_read in ready:
@@ -291,12 +335,16 @@ class Supervisor:
     def pause(self, next_beat: float) -> float:
         """Sleep until the next heartbeat or the nearest hard time limit."""
         wake_at = min([next_beat, *(d for d in self.deadlines if d > 0)])
+        if self.next_due is not None:
+            wake_at = min(wake_at, time.monotonic() + self.next_due - time.time())
         return max(0.0, wake_at - time.monotonic())
 
     def spawn(self, slot: int) -> None:
         self.deadlines[slot] = 0.0
+        start = slot * TASK_ID_SIZE
+        self.running_ids[start:start + TASK_ID_SIZE] = b"\0" * TASK_ID_SIZE
         child = Child(self.app, self.worker_id, slot, self.queues, self.max_tasks_per_child,
-                      self.deadlines)
+                      self.deadlines, self.running_ids)
         process = _fork.Process(target=child.run, name=f"Child-{slot}", daemon=False)
         process.start()
         self.children[slot] = process
@@ -311,7 +359,10 @@ class Supervisor:
             mode, error = "timeout", TimeLimitExceeded(
                 f"Task ran past its hard time limit; child killed ({how})")
         else:
-            if process.exitcode != 0:
+            if slot in self.terminated:
+                self.terminated.discard(slot)
+                log.info("child %d (pid %d) stopped for a revoked task: %s", slot, process.pid, how)
+            elif process.exitcode != 0:
                 log.error("child %d (pid %d) died: %s", slot, process.pid, how)
             mode = "shutdown" if self.stop_requests >= 2 else "lost"
             error = WorkerLostError(f"Worker exited prematurely: {how}")
@@ -320,6 +371,39 @@ class Supervisor:
             return
         if not self.stop_requests:
             self.spawn(slot)
+
+    def queue_due_messages(self) -> None:
+        """Move scheduled messages that are due to their queues (any worker may; once)."""
+        try:
+            self.next_due = self.app.broker.move_due()
+        except REDIS_DOWN as exc:
+            self.outage.failed(exc)
+
+    def terminate_revoked(self) -> None:
+        """Kill the children whose running task was revoked with terminate=True."""
+        running = {}
+        for slot in self.children:
+            start = slot * TASK_ID_SIZE
+            task_id = bytes(self.running_ids[start:start + TASK_ID_SIZE]).rstrip(b"\0")
+            if task_id:
+                running[slot] = task_id.decode()
+        if not running:
+            return
+        pipe = self.app.broker.client.pipeline(transaction=False)
+        for task_id in running.values():
+            pipe.hmget(self.app.keys.task(task_id), "status", "terminate")
+        try:
+            answers = pipe.execute()
+        except REDIS_DOWN as exc:
+            self.outage.failed(exc)
+            return
+        for (slot, task_id), (status, terminate) in zip(running.items(), answers, strict=True):
+            process = self.children.get(slot)
+            if status == states.REVOKED.encode() and terminate == b"1" and process and process.pid:
+                log.warning("Task %s revoked with terminate: killing child %d", task_id, slot)
+                self.terminated.add(slot)
+                with suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
 
     def enforce_time_limits(self) -> None:
         """Kill children whose task is past its hard limit; their exit is then handled."""

@@ -70,8 +70,11 @@ class AsyncQ:
     def send_task(self, name: str, args: Any = None, kwargs: dict[str, Any] | None = None, *,
                   task_id: str | None = None, queue: str | None = None,
                   countdown: float | None = None, eta: datetime | float | None = None,
-                  expires: datetime | float | None = None) -> AsyncResult:
+                  expires: datetime | float | None = None, priority: int | None = None
+                  ) -> AsyncResult:
         """Queue a task by name; it need not be registered here, only on the workers."""
+        if priority is not None and (not isinstance(priority, int) or not 0 <= priority <= 9):
+            raise ValueError(f"priority must be a whole number from 0 to 9, not {priority!r}")
         task_id = task_id or new_task_id()
         queue = queue or self.route(name)
         due = time.time() + countdown if countdown is not None else (
@@ -79,8 +82,8 @@ class AsyncQ:
         deadline = (time.time() + expires if isinstance(expires, int | float)
                     else as_timestamp(expires) if expires is not None else None)
         message = encode_message(task_id, name, list(args or ()), dict(kwargs or {}), queue,
-                                 eta=due, expires=deadline)
-        self.broker.enqueue(task_id, name, queue, message, eta=due)
+                                 eta=due, expires=deadline, priority=priority or None)
+        self.broker.enqueue(task_id, name, queue, message, eta=due, priority=priority or 0)
         return AsyncResult(task_id, app=self, task_name=name)
 
     def route(self, name: str) -> str:

@@ -99,6 +99,15 @@ redis.call('PUBLISH', ARGV[5], 'update')
 return 1
 """
 
+# KEYS: in-flight list, then the lists to take from, most wanted first.
+_TAKE = """
+for i = 2, #KEYS do
+  local raw = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
+  if raw then return raw end
+end
+return false
+"""
+
 # KEYS: scheduled set, queue.  ARGV: message.  Whichever worker removes a due
 # message from the set is the one that queues it: it moves once.
 _MOVE_DUE = """
@@ -206,6 +215,10 @@ class Message:
         return int(self.body.get("retries") or 0)
 
     @property
+    def priority(self) -> int:
+        return int(self.body.get("priority") or 0)
+
+    @property
     def expires(self) -> float | None:
         return self.body.get("expires")
 
@@ -216,7 +229,7 @@ class Message:
 
 _REQUIRED = {"id": str, "task": str, "args": list, "kwargs": dict, "queue": str}
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
-    "retries": int, "eta": (int, float), "expires": (int, float)}
+    "retries": int, "eta": (int, float), "expires": (int, float), "priority": int}
 
 
 def encode_message(task_id: str, task: str, args: list, kwargs: dict, queue: str,
@@ -252,10 +265,11 @@ class Broker:
         self._retry = client.register_script(_RETRY)
         self._move_due = client.register_script(_MOVE_DUE)
         self._revoke = client.register_script(_REVOKE)
+        self._take = client.register_script(_TAKE)
 
     # -- 1. enqueue ---------------------------------------------------------
     def enqueue(self, task_id: str, task: str, queue: str, message: bytes,
-                eta: float | None = None) -> None:
+                eta: float | None = None, priority: int = 0) -> None:
         """Write the PENDING record and queue the message (or schedule it) in one MULTI."""
         record = self.keys.task(task_id)
         fields = {"status": states.PENDING, "task": task, "queue": queue, "submitted_at": now()}
@@ -268,7 +282,9 @@ class Broker:
         if eta is not None and eta > time.time():
             pipe.zadd(self.keys.scheduled(), {message: eta})
         else:
-            pipe.lpush(self.keys.queue(queue), message)
+            pipe.lpush(self.keys.queue(queue, priority), message)
+        if priority:
+            pipe.set(self.keys.prioritized(queue), 1, ex=24 * 3600)
         pipe.execute()
 
     def move_due(self, limit: int = 500) -> float | None:
@@ -276,27 +292,40 @@ class Broker:
         scheduled = self.keys.scheduled()
         for raw in self.client.zrangebyscore(scheduled, "-inf", time.time(), 0, limit):
             try:
-                queue = Message.decode(raw).queue
+                message = Message.decode(raw)
             except ValueError:
                 self.client.zrem(scheduled, raw)  # cannot happen for messages we wrote
                 self.client.lpush(self.keys.dead_letters(), raw)
                 continue
-            self._move_due(keys=[scheduled, self.keys.queue(queue)], args=[raw])
+            target = self.keys.queue(message.queue, message.priority)
+            self._move_due(keys=[scheduled, target], args=[raw])
         upcoming = self.client.zrange(scheduled, 0, 0, withscores=True)
         return upcoming[0][1] if upcoming else None
 
     # -- 2. fetch -----------------------------------------------------------
-    def fetch(self, queues: list[str], inflight: str, timeout: float) -> bytes | None:
-        """Move the oldest message of the first non-empty queue into ``inflight``.
+    def fetch(self, queues: list[str], inflight: str, timeout: float,
+              prioritized: frozenset[str] = frozenset()) -> bytes | None:
+        """Move the next message into ``inflight``: from the first queue that has one,
+        and within a queue from its highest priority list that has one.
 
         A message is never only in a Python variable: it is either on its queue
-        or on the in-flight list, so a crash here loses nothing.
+        or on the in-flight list, so a crash here loses nothing. With one queue
+        and no priorities this is a single BLMOVE.
         """
-        for queue in queues[1:]:
-            raw = self.client.lmove(self.keys.queue(queue), inflight, "RIGHT", "LEFT")
+        if len(queues) > 1 or prioritized:
+            lists = [self.keys.queue(queue, priority) for queue in queues
+                     for priority in (range(9, -1, -1) if queue in prioritized else (0,))]
+            raw = self._take(keys=[inflight, *lists])
             if raw is not None:
                 return raw
         return self.client.blmove(self.keys.queue(queues[0]), inflight, timeout, "RIGHT", "LEFT")
+
+    def prioritized(self, queues: list[str]) -> frozenset[str]:
+        """The queues that have received messages with a priority lately."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.exists(self.keys.prioritized(queue))
+        return frozenset(q for q, found in zip(queues, pipe.execute(), strict=True) if found)
 
     # -- 3. start -----------------------------------------------------------
     def start(self, message: Message, inflight: str, worker_id: str, acks_late: bool,
@@ -370,7 +399,8 @@ class Broker:
         itself when the caller is that worker.
         """
         result = self._recover(
-            keys=[inflight, self.keys.queue(message.queue), self.keys.task(message.id), owner],
+            keys=[inflight, self.keys.queue(message.queue, message.priority),
+                  self.keys.task(message.id), owner],
             args=[message.raw, redelivery_limit, mode, json.dumps(dict(failure)),
                   self.keys.done_channel(message.id), self.result_ttl],
         )

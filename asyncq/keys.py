@@ -20,9 +20,15 @@ class Keys:
     def tag(self) -> str:
         return "{" + self.prefix + "}"
 
-    def queue(self, name: str) -> str:
-        """List of JSON messages waiting to run: LPUSH to enqueue, taken from the right."""
-        return f"{self.tag}:queue:{name}"
+    def queue(self, name: str, priority: int = 0) -> str:
+        """List of JSON messages waiting to run: LPUSH to enqueue, taken from the right.
+        Priorities 1-9 have a list each beside the queue's own (priority 0)."""
+        base = f"{self.tag}:queue:{name}"
+        return f"{base}:p{priority}" if priority else base
+
+    def prioritized(self, name: str) -> str:
+        """Flag telling workers that a queue has priority lists to look at (1-day TTL)."""
+        return f"{self.tag}:prioritized:{name}"
 
     def task(self, task_id: str) -> str:
         """Hash holding one task's record: status, result, error, timestamps, meta."""

@@ -125,15 +125,18 @@ class Task:
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, *,
                     task_id: str | None = None, queue: str | None = None,
                     countdown: float | None = None, eta: datetime | float | None = None,
-                    expires: datetime | float | None = None) -> AsyncResult:
+                    expires: datetime | float | None = None,
+                    priority: int | None = None) -> AsyncResult:
         """Queue the task; the id is recorded PENDING in the same step.
 
         ``countdown`` (seconds) or ``eta`` (a datetime or Unix time) hold it in Redis
         until then; ``expires`` (seconds from now, a datetime or Unix time) drops it,
-        REVOKED, if no worker has started it by then.
+        REVOKED, if no worker has started it by then. ``priority`` 0-9: higher runs
+        first within its queue.
         """
         return self.app.send_task(self.name, args, kwargs, task_id=task_id, queue=queue,
-                                  countdown=countdown, eta=eta, expires=expires)
+                                  countdown=countdown, eta=eta, expires=expires,
+                                  priority=priority)
 
     # -- retries ------------------------------------------------------------
     def retry(self, exc: BaseException | None = None, countdown: float | None = None,

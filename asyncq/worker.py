@@ -100,6 +100,8 @@ class Child:
         self.deadlines = deadlines  # shared with the supervisor, which enforces them
         self.running_ids = running_ids  # shared too: the id of the task each child runs
         self.outage = Outage(log)
+        self.prioritized: frozenset[str] = frozenset()
+        self.prioritized_checked = 0.0
         self.busy = False
         self.stopping = False
 
@@ -139,8 +141,11 @@ class Child:
         """Take the next message; queues are rotated so that none is always first."""
         self.queues.append(self.queues.pop(0))
         try:
+            if time.monotonic() - self.prioritized_checked > 1.0:
+                self.prioritized = self.app.broker.prioritized(self.queues)
+                self.prioritized_checked = time.monotonic()
             raw = self.app.broker.fetch(self.queues, self.inflight,
-                                        self.app.conf.worker_fetch_timeout)
+                                        self.app.conf.worker_fetch_timeout, self.prioritized)
         except REDIS_DOWN as exc:
             time.sleep(self.outage.failed(exc))
             return None

@@ -6,7 +6,9 @@ __version__ = "0.1.0"
 
 from asyncq import states
 from asyncq.app import AsyncQ, Celery, current_app
+from asyncq.canvas import GroupResult, Signature, chain, chord, group
 from asyncq.result import AsyncResult
 from asyncq.task import Task
 
-__all__ = ["AsyncQ", "AsyncResult", "Celery", "Task", "__version__", "current_app", "states"]
+__all__ = ["AsyncQ", "AsyncResult", "Celery", "GroupResult", "Signature", "Task", "__version__",
+           "chain", "chord", "current_app", "group", "states"]

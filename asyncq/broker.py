@@ -23,13 +23,18 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from asyncq import states
 from asyncq.keys import Keys
 from asyncq.serialization import dumps
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+    from asyncq.canvas import FollowUps
 
 # Marks a task record as final in Lua; the same set as states.READY_STATES.
 _LUA_IS_FINAL = """
@@ -118,15 +123,29 @@ end
 return 0
 """
 
-# KEYS: record.  ARGV: record ttl, channel, then field/value pairs.  A revoked
-# task keeps its record (and so its revocation) for the record ttl; a worker
-# that takes its message later sees the final state and drops it.
-_REVOKE = _LUA_IS_FINAL + """
+# KEYS: record.  ARGV: ttl, channel, then field/value pairs.  Ends a task that
+# is not running here (revoked; or the rest of a failed chain).  A revoked task
+# keeps its record, and so its revocation, for the record ttl: a worker that
+# takes its message later sees the final state and drops it.
+_END = _LUA_IS_FINAL + """
 if is_final(redis.call('HGET', KEYS[1], 'status')) then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], 'final')
 return 1
+"""
+
+# KEYS: the chord's set of finished members, the body's queue.  ARGV: member
+# id, chord size, body message, ttl.  The member that completes the set queues
+# the body; a repeated member adds nothing, so the body is queued once.
+_CHORD_MEMBER_DONE = """
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if added == 1 and redis.call('SCARD', KEYS[1]) == tonumber(ARGV[2]) then
+  redis.call('LPUSH', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
 """
 
 # KEYS: record.  ARGV: channel, then field/value pairs.  A custom state such as
@@ -264,28 +283,46 @@ class Broker:
         self._dead_letter = client.register_script(_DEAD_LETTER)
         self._retry = client.register_script(_RETRY)
         self._move_due = client.register_script(_MOVE_DUE)
-        self._revoke = client.register_script(_REVOKE)
+        self._end = client.register_script(_END)
+        self._chord_member_done = client.register_script(_CHORD_MEMBER_DONE)
         self._take = client.register_script(_TAKE)
 
     # -- 1. enqueue ---------------------------------------------------------
     def enqueue(self, task_id: str, task: str, queue: str, message: bytes,
                 eta: float | None = None, priority: int = 0) -> None:
         """Write the PENDING record and queue the message (or schedule it) in one MULTI."""
+        pipe = self.client.pipeline(transaction=True)
+        self._write_pending(pipe, task_id, task, queue, eta)
+        if eta is not None and eta > time.time():
+            pipe.zadd(self.keys.scheduled(), {message: eta})
+        else:
+            self._push(pipe, queue, priority, message)
+        pipe.execute()
+
+    def enqueue_all(self, entries: list[tuple[str, str, str, bytes | None, int]]) -> None:
+        """Many tasks in one MULTI: (id, task, queue, message or None, priority) each;
+        a None message writes the PENDING record only (a later step of a canvas)."""
+        pipe = self.client.pipeline(transaction=True)
+        for task_id, task, queue, message, priority in entries:
+            self._write_pending(pipe, task_id, task, queue, None)
+            if message is not None:
+                self._push(pipe, queue, priority, message)
+        pipe.execute()
+
+    def _write_pending(self, pipe: Pipeline, task_id: str, task: str, queue: str,
+                       eta: float | None) -> None:
         record = self.keys.task(task_id)
         fields = {"status": states.PENDING, "task": task, "queue": queue, "submitted_at": now()}
         if eta is not None:
             fields["eta"] = f"{eta:.6f}"
-        pipe = self.client.pipeline(transaction=True)
         pipe.delete(record)
         pipe.hset(record, mapping=fields)
         pipe.expire(record, self.record_ttl)
-        if eta is not None and eta > time.time():
-            pipe.zadd(self.keys.scheduled(), {message: eta})
-        else:
-            pipe.lpush(self.keys.queue(queue, priority), message)
+
+    def _push(self, pipe: Pipeline, queue: str, priority: int, message: bytes) -> None:
+        pipe.lpush(self.keys.queue(queue, priority), message)
         if priority:
             pipe.set(self.keys.prioritized(queue), 1, ex=24 * 3600)
-        pipe.execute()
 
     def move_due(self, limit: int = 500) -> float | None:
         """Queue the scheduled messages now due; returns when the next one is due."""
@@ -353,14 +390,35 @@ class Broker:
 
     # -- 4. finish: store the final state and acknowledge -------------------
     def finish(self, message: Message, inflight: str, fields: Mapping[str, str],
-               keep_result: bool = True) -> bool:
-        """Store the final state and ack in one script; False if a final state was there."""
+               keep_result: bool = True, after: FollowUps | None = None) -> bool:
+        """Store the final state and ack in one script; False if a final state was there.
+
+        ``after`` holds a canvas step's follow-ups (queue the next step, count a chord
+        member, fail the rest): they join the same MULTI. Each is harmless if repeated,
+        so a duplicate delivery that re-sends them changes nothing.
+        """
         pairs = [item for pair in fields.items() for item in pair]
-        ttl = self.result_ttl if keep_result else 0
-        return bool(self._finish(
-            keys=[self.keys.task(message.id), inflight],
-            args=[message.raw, ttl, self.keys.done_channel(message.id), *pairs],
-        ))
+        finish_args = {"keys": [self.keys.task(message.id), inflight],
+                       "args": [message.raw, self.result_ttl if keep_result else 0,
+                                self.keys.done_channel(message.id), *pairs]}
+        if after is None:
+            return bool(self._finish(**finish_args))
+        pipe = self.client.pipeline(transaction=True)
+        self._finish(**finish_args, client=pipe)
+        for key, next_message in after.push:
+            pipe.lpush(key, next_message)
+        for task_id, failure in after.fail:
+            self._end_with(pipe, task_id, failure, self.result_ttl)
+        if after.chord_member:
+            members, member, size, body_queue, body = after.chord_member
+            self._chord_member_done(keys=[members, body_queue],
+                                    args=[member, size, body, self.record_ttl], client=pipe)
+        return bool(pipe.execute()[0])
+
+    def _end_with(self, client: Any, task_id: str, fields: Mapping[str, str], ttl: int) -> Any:
+        pairs = [item for pair in fields.items() for item in pair]
+        return self._end(keys=[self.keys.task(task_id)],
+                         args=[ttl, self.keys.done_channel(task_id), *pairs], client=client)
 
     def retry(self, message: Message, inflight: str, eta: float,
               fields: Mapping[str, str]) -> bool:
@@ -373,10 +431,7 @@ class Broker:
 
     def revoke(self, task_id: str, fields: Mapping[str, str]) -> bool:
         """End a task REVOKED unless it is already final; False if it was."""
-        pairs = [item for pair in fields.items() for item in pair]
-        return bool(self._revoke(keys=[self.keys.task(task_id)],
-                                 args=[self.record_ttl, self.keys.done_channel(task_id),
-                                       *pairs]))
+        return bool(self._end_with(self.client, task_id, fields, self.record_ttl))
 
     def dead_letter(self, raw: bytes, inflight: str, failure: Mapping[str, str] | None,
                     task_id: str | None) -> None:

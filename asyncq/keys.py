@@ -51,6 +51,10 @@ class Keys:
         an entry whose heartbeat key has lapsed marks a dead worker to recover."""
         return f"{self.tag}:workers"
 
+    def chord(self, body_id: str) -> str:
+        """Set of a chord's members that succeeded; when full, the body is queued."""
+        return f"{self.tag}:chord:{body_id}"
+
     def scheduled(self) -> str:
         """Sorted set of messages due later (countdown, ETA, retries), scored by due time."""
         return f"{self.tag}:scheduled"

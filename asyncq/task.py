@@ -15,6 +15,7 @@ from asyncq.result import AsyncResult
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
+    from asyncq.canvas import Signature
 
 # Options ``@app.task(...)`` accepts; None means "use the app's setting".
 TASK_OPTIONS: dict[str, Any] = {
@@ -179,7 +180,22 @@ class Task:
     def autoretry_for(self) -> tuple[type[BaseException], ...]:
         return tuple(self.options["autoretry_for"] or ())
 
-    def AsyncResult(self, task_id: str) -> AsyncResult:
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature: this task with these arguments, to send later or in a canvas."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: in a chain it ignores the previous step's result."""
+        return self.signature(args, kwargs, immutable=True)
+
+    def signature(self, args: Any = (), kwargs: dict[str, Any] | None = None,
+                  immutable: bool = False, **options: Any) -> Signature:
+        from asyncq import canvas  # canvas builds on tasks, so it is imported late
+
+        return canvas.Signature(self.name, args, kwargs, app=self.app, immutable=immutable,
+                                **options)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # Celery's name
         return AsyncResult(task_id, app=self.app, task_name=self.name)
 
     def update_state(self, task_id: str | None = None, state: str | None = None,

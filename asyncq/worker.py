@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from asyncq import states
 from asyncq.broker import Message, now
+from asyncq.canvas import follow_ups, gathered_args
 from asyncq.exceptions import (
     EncodeError,
     NotRegistered,
@@ -187,9 +188,10 @@ class Child:
         self.show_running("")
         if retry_at is not None:
             self.persist(lambda: broker.retry(message, self.inflight, retry_at, fields))
-        else:
-            self.persist(lambda: broker.finish(message, self.inflight, fields,
-                                               keep_result=not task.ignore_result))
+            return
+        after = follow_ups(self.app, message, fields)  # a canvas's next step, if any
+        self.persist(lambda: broker.finish(message, self.inflight, fields,
+                                           keep_result=not task.ignore_result, after=after))
 
     def show_running(self, task_id: str) -> None:
         """Let the supervisor see which task this child runs (to terminate it on revoke)."""
@@ -200,13 +202,14 @@ class Child:
     def execute(self, task: Task, message: Message) -> tuple[dict[str, str], float | None]:
         """Run the task under its time limits; return the record fields of its new state,
         and when to try again if it asked for (or earned) a retry."""
-        request = Request(id=message.id, args=message.args, kwargs=message.kwargs,
+        args = self.persist(lambda: gathered_args(self.app, message))  # a chord body's inputs
+        request = Request(id=message.id, args=args, kwargs=message.kwargs,
                           retries=message.retries, hostname=self.worker_id,
                           called_directly=False, delivery_info={"routing_key": message.queue})
         started = time.monotonic()
         self.arm_time_limits(task)
         try:
-            value = task.run_with(request, message.args, message.kwargs)
+            value = task.run_with(request, args, message.kwargs)
             result = dumps(value, f"the result of task {task.name!r}")
         except Retry as retry:
             self.disarm_time_limits()

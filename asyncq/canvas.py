@@ -1,0 +1,260 @@
+"""Signatures, chains, groups and chords: Celery's canvas, flat and small.
+
+How they travel: every step gets its id, and a PENDING record, when the whole
+canvas is submitted (one MULTI). A chain's first message carries the steps
+still to come; when a step succeeds, its worker queues the next one with the
+result as its first argument, in the same MULTI that stores the step's result.
+A chord's members carry the body; each member that succeeds adds its id to a
+set, and the member that completes the set queues the body, which gathers the
+members' results. A failing step ends the rest of its chain, or its chord's
+body, FAILURE with the step's error. Nesting canvases in canvases is not
+supported: each step is a plain task signature.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from asyncq import states
+from asyncq.broker import Message, encode_body
+from asyncq.result import AsyncResult
+from asyncq.task import new_task_id
+
+if TYPE_CHECKING:
+    from asyncq.app import AsyncQ
+
+
+class Signature:
+    """A task call to be made later: name, arguments and options (``task.s(...)``)."""
+
+    def __init__(self, task: str, args: Any = (), kwargs: dict[str, Any] | None = None,
+                 app: AsyncQ | None = None, immutable: bool = False, **options: Any):
+        from asyncq.app import current_app
+
+        self.task = task
+        self.args = list(args)
+        self.kwargs = dict(kwargs or {})
+        self.app = app or current_app()
+        self.immutable = immutable  # .si(): takes no result from a previous step
+        self.options = options  # queue, priority
+
+    def __repr__(self) -> str:
+        return f"{self.task}{'!' if self.immutable else ''}({self.args}, {self.kwargs})"
+
+    def __or__(self, other: Signature | Chain) -> Chain:
+        return Chain(self, *(other.steps if isinstance(other, Chain) else [other]))
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args: Any = (), kwargs: dict[str, Any] | None = None,
+                    **options: Any) -> AsyncResult:
+        """Send it; extra ``args`` go in front (unless immutable), as in Celery."""
+        args, kwargs = self.merged(args, kwargs)
+        return self.app.send_task(self.task, args, kwargs, **{**self.options, **options})
+
+    def merged(self, args: Any = (), kwargs: dict[str, Any] | None = None
+               ) -> tuple[list[Any], dict[str, Any]]:
+        if self.immutable:
+            return list(self.args), dict(self.kwargs)
+        return [*args, *self.args], {**self.kwargs, **(kwargs or {})}
+
+    def body(self, task_id: str, args: Any = (), **extra: Any) -> dict[str, Any]:
+        """The message body this signature becomes, with ``args`` in front."""
+        call_args, call_kwargs = self.merged(args)
+        queue = self.options.get("queue") or self.app.route(self.task)
+        body = {"id": task_id, "task": self.task, "args": call_args, "kwargs": call_kwargs,
+                "queue": queue, **extra}
+        if self.options.get("priority"):
+            body["priority"] = self.options["priority"]
+        if self.immutable:
+            body["immutable"] = True
+        return body
+
+
+@dataclass
+class Entry:
+    """One task of a canvas: its record is written; its message queued if ``push``."""
+
+    task_id: str
+    body: dict[str, Any]
+    push: bool = True
+
+
+def submit(app: AsyncQ, entries: list[Entry]) -> None:
+    app.broker.enqueue_all([
+        (e.task_id, e.body["task"], e.body["queue"], encode_body(e.body) if e.push else None,
+         int(e.body.get("priority") or 0)) for e in entries])
+
+
+class Chain:
+    """``chain(a.s(1), b.s(), c.s())``: each step's result becomes the next one's first
+    argument. Its result is the last step's, with ``.parent`` leading back."""
+
+    def __init__(self, *steps: Signature):
+        if not steps or not all(isinstance(s, Signature) for s in steps):
+            raise TypeError("chain() takes task signatures, such as add.s(1, 2)")
+        self.steps = list(steps)
+
+    def __or__(self, other: Signature | Chain) -> Chain:
+        return Chain(*self.steps, *(other.steps if isinstance(other, Chain) else [other]))
+
+    def delay(self, *args: Any) -> AsyncResult:
+        return self.apply_async(args)
+
+    def apply_async(self, args: Any = ()) -> AsyncResult:
+        app = self.steps[0].app
+        ids = [new_task_id() for _ in self.steps]
+        rest = [step.body(task_id) for step, task_id in zip(self.steps[1:], ids[1:], strict=True)]
+        first = self.steps[0].body(ids[0], args, chain=rest) if rest else self.steps[0].body(
+            ids[0], args)
+        submit(app, [Entry(ids[0], first), *(Entry(b["id"], b, push=False) for b in rest)])
+        result = None
+        for task_id, step in zip(ids, self.steps, strict=True):
+            parent, result = result, AsyncResult(task_id, app=app, task_name=step.task)
+            result.parent = parent  # type: ignore[attr-defined]
+        assert result is not None
+        return result
+
+
+class Group:
+    """``group(add.s(i, i) for i in range(10))``: run all at once; a GroupResult back."""
+
+    def __init__(self, *steps: Any):
+        if len(steps) == 1 and not isinstance(steps[0], Signature):
+            steps = tuple(steps[0])
+        if not all(isinstance(s, Signature) for s in steps):
+            raise TypeError("group() takes task signatures, such as add.s(1, 2)")
+        self.steps: list[Signature] = list(steps)
+
+    def delay(self, *args: Any) -> GroupResult:
+        return self.apply_async(args)
+
+    def apply_async(self, args: Any = ()) -> GroupResult:
+        app = self.steps[0].app if self.steps else None
+        bodies = [step.body(new_task_id(), args) for step in self.steps]
+        if app is not None:
+            submit(app, [Entry(b["id"], b) for b in bodies])
+        return GroupResult([AsyncResult(b["id"], app=app, task_name=b["task"]) for b in bodies])
+
+
+class Chord:
+    """``chord(header_group, body)``: the body runs once every header task succeeded,
+    with the list of their results (in header order) as its first argument."""
+
+    def __init__(self, header: Group | list[Signature], body: Signature):
+        self.header = header if isinstance(header, Group) else Group(*header)
+        if not isinstance(body, Signature) or not self.header.steps:
+            raise TypeError("chord() takes a non-empty group and a task signature")
+        self.body = body
+
+    def __call__(self, *args: Any) -> AsyncResult:
+        return self.apply_async(args)
+
+    def delay(self, *args: Any) -> AsyncResult:
+        return self.apply_async(args)
+
+    def apply_async(self, args: Any = ()) -> AsyncResult:
+        app = self.body.app
+        body_id = new_task_id()
+        member_ids = [new_task_id() for _ in self.header.steps]
+        callback = self.body.body(body_id, gather=member_ids)
+        members = [step.body(task_id, args, chord=callback)
+                   for step, task_id in zip(self.header.steps, member_ids, strict=True)]
+        submit(app, [*(Entry(m["id"], m) for m in members), Entry(body_id, callback, False)])
+        result = AsyncResult(body_id, app=app, task_name=self.body.task)
+        result.parent = GroupResult(  # type: ignore[attr-defined]
+            [AsyncResult(i, app=app) for i in member_ids])
+        return result
+
+
+@dataclass
+class GroupResult:
+    """The results of a group, in the order the group was given."""
+
+    results: list[AsyncResult] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[AsyncResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def ready(self) -> bool:
+        return all(r.ready() for r in self.results)
+
+    def successful(self) -> bool:
+        return all(r.successful() for r in self.results)
+
+    def failed(self) -> bool:
+        return any(r.failed() for r in self.results)
+
+    def completed_count(self) -> int:
+        """How many finished SUCCESS, as in Celery."""
+        return sum(r.successful() for r in self.results)
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return [r.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
+                      propagate=propagate) for r in self.results]
+
+
+# -- what a worker does after a step: follow-ups, in the finish's MULTI ------
+@dataclass
+class FollowUps:
+    """Redis writes that come with storing one step's final state."""
+
+    push: list[tuple[str, bytes]] = field(default_factory=list)  # (list key, message)
+    fail: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (task id, fields)
+    chord_member: tuple[str, str, int, str, bytes] | None = None  # set, member, size, list, msg
+
+
+def follow_ups(app: AsyncQ, message: Message, fields: dict[str, str]) -> FollowUps | None:
+    """The chain's next step, the chord's progress, or the failures they pass on."""
+    chain, chord = message.body.get("chain"), message.body.get("chord")
+    if not chain and not chord:
+        return None
+    after = FollowUps()
+    if fields.get("status") == states.SUCCESS:
+        result = json.loads(fields["result"])
+        if chain:
+            step = dict(chain[0])
+            if not step.get("immutable"):
+                step["args"] = [result, *step["args"]]
+            if chain[1:]:
+                step["chain"] = chain[1:]
+            after.push.append((app.keys.queue(step["queue"], int(step.get("priority") or 0)),
+                               encode_body(step)))
+        if chord:
+            queue_key = app.keys.queue(chord["queue"], int(chord.get("priority") or 0))
+            after.chord_member = (app.keys.chord(chord["id"]), message.id,
+                                  len(chord["gather"]), queue_key, encode_body(chord))
+    elif fields.get("status") == states.FAILURE:
+        failure = {k: v for k, v in fields.items() if k != "traceback"}
+        failure["exc_message"] = f"{fields.get('exc_message', '')} (in step {message.id})"
+        after.fail = [(step["id"], failure) for step in chain or []]
+        if chord:
+            after.fail.append((chord["id"], failure))
+    return after
+
+
+def gathered_args(app: AsyncQ, message: Message) -> list[Any]:
+    """A chord body's arguments: the members' results (in order) in front."""
+    ids = message.body.get("gather")
+    if not ids:
+        return message.args
+    pipe = app.broker.client.pipeline(transaction=False)
+    for task_id in ids:
+        pipe.hget(app.keys.task(task_id), "result")
+    results = [json.loads(raw) if raw is not None else None for raw in pipe.execute()]
+    return message.args if message.body.get("immutable") else [results, *message.args]
+
+
+chain = Chain
+group = Group
+chord = Chord

@@ -214,15 +214,15 @@ class Message:
     @classmethod
     def decode(cls, raw: bytes) -> Message:
         """Parse a message, raising ValueError with the reason if it is not one of ours."""
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:  # includes UnicodeDecodeError
-            raise ValueError(f"not JSON: {exc}") from None
+        body = parse_json(raw)
         if not isinstance(body, dict):
             raise ValueError("not a JSON object")
         for field, kind in _REQUIRED.items():
             if not isinstance(body.get(field), kind):
                 raise ValueError(f"field {field!r} missing or not a {kind.__name__}")
+        for field in ("id", "task", "queue"):  # they become Redis keys: valid UTF-8 only
+            if not body[field] or not _encodable(body[field]):
+                raise ValueError(f"field {field!r} is empty or not valid text")
         for field, kinds in _OPTIONAL.items():
             if body.get(field) is not None and not isinstance(body[field], kinds):
                 raise ValueError(f"field {field!r} has the wrong type")
@@ -244,6 +244,22 @@ class Message:
     def retried(self) -> bytes:
         """The message for the next try: the same, with ``retries`` one higher."""
         return encode_body({**self.body, "retries": self.retries + 1})
+
+
+def parse_json(raw: bytes) -> Any:
+    """json.loads, with every way it can fail (bad UTF-8, deep nesting) as ValueError."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # ValueError includes UnicodeDecodeError
+        raise ValueError(f"not JSON: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _REQUIRED = {"id": str, "task": str, "args": list, "kwargs": dict, "queue": str}

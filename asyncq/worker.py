@@ -12,10 +12,10 @@ the supervisor is Celery's MainProcess, a child is a ForkPoolWorker.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import time
@@ -27,7 +27,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from asyncq import states
-from asyncq.broker import Message, now
+from asyncq.broker import Message, now, parse_json
 from asyncq.canvas import follow_ups, gathered_args
 from asyncq.exceptions import (
     EncodeError,
@@ -91,7 +91,7 @@ class Child:
     """One child process: fetches and runs tasks, one at a time, until told to stop."""
 
     def __init__(self, app: AsyncQ, worker_id: str, slot: int, queues: list[str],
-                 max_tasks: int, deadlines: Any, running_ids: Any):
+                 max_tasks: int, deadlines: Any, running_ids: Any, wake_fd: int):
         self.app = app
         self.worker_id = worker_id
         self.slot = slot
@@ -100,6 +100,7 @@ class Child:
         self.max_tasks = max_tasks
         self.deadlines = deadlines  # shared with the supervisor, which enforces them
         self.running_ids = running_ids  # shared too: the id of the task each child runs
+        self.wake_fd = wake_fd  # a byte here wakes the supervisor to look at deadlines
         self.outage = Outage(log)
         self.prioritized: frozenset[str] = frozenset()
         self.prioritized_checked = 0.0
@@ -247,6 +248,8 @@ class Child:
             signal.setitimer(signal.ITIMER_REAL, task.soft_time_limit)
         if task.time_limit:
             self.deadlines[self.slot] = time.monotonic() + task.time_limit
+            with suppress(BlockingIOError):
+                os.write(self.wake_fd, b"t")  # so the supervisor sleeps no longer than this
 
     def disarm_time_limits(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -263,11 +266,17 @@ class Child:
 def _guess_id(raw: bytes) -> str | None:
     """The task id of a message that is otherwise unusable, when one can be read."""
     try:
-        body = json.loads(raw)
+        body = parse_json(raw)
     except ValueError:
         return None
     task_id = body.get("id") if isinstance(body, dict) else None
-    return task_id if isinstance(task_id, str) and task_id else None
+    if not isinstance(task_id, str) or not task_id:
+        return None
+    try:
+        task_id.encode()
+    except UnicodeEncodeError:
+        return None
+    return task_id
 
 
 def _shorten(text: str, limit: int = 200) -> str:
@@ -318,6 +327,19 @@ class Supervisor:
         for slot in range(self.concurrency):
             self.spawn(slot)
         log.info("%s ready.", self.worker_id)
+        try:
+            self.supervise()
+        except BaseException:
+            log.critical("supervisor failed; killing its children (their acks-late tasks "
+                         "will be recovered)", exc_info=True)
+            self.signal_children(signal.SIGKILL)
+            raise
+        self.say_goodbye()
+        return 1 if self.stop_requests >= 2 else 0
+
+    def supervise(self) -> None:
+        """The loop: heartbeats and housekeeping on a tick; children's exits and signals
+        as they happen; hard time limits at their deadlines."""
         next_beat = time.monotonic() + self.app.conf.worker_heartbeat_interval
         while self.children:
             if time.monotonic() >= next_beat:
@@ -337,8 +359,6 @@ class Supervisor:
             for fd in ready:
                 if fd in sentinels:
                     self.on_child_exit(sentinels[fd])
-        self.say_goodbye()
-        return 1 if self.stop_requests >= 2 else 0
 
     def pause(self, next_beat: float) -> float:
         """Sleep until the next heartbeat or the nearest hard time limit."""
@@ -352,7 +372,7 @@ class Supervisor:
         start = slot * TASK_ID_SIZE
         self.running_ids[start:start + TASK_ID_SIZE] = b"\0" * TASK_ID_SIZE
         child = Child(self.app, self.worker_id, slot, self.queues, self.max_tasks_per_child,
-                      self.deadlines, self.running_ids)
+                      self.deadlines, self.running_ids, self._wake_write)
         process = _fork.Process(target=child.run, name=f"Child-{slot}", daemon=False)
         process.start()
         self.children[slot] = process
@@ -497,9 +517,12 @@ class Supervisor:
 
     def recover_own_leftovers(self) -> None:
         """A worker restarted under the same name first takes back what it held."""
-        pattern = self.app.keys.inflight(self.worker_id, 0)[:-1] + "*"
+        prefix = self.app.keys.inflight(self.worker_id, 0)[:-1]
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"  # glob-escape the name
         for key in self.app.broker.client.scan_iter(match=pattern):
             inflight = key.decode()
+            if not inflight[len(prefix):].isdigit():
+                continue  # another worker whose name merely starts like ours
             self.recover_list(inflight, inflight, "lost",
                               WorkerLostError("Worker restarted while running the task"))
 
@@ -522,6 +545,8 @@ class Supervisor:
                     self.recover_dead_worker(worker_id, concurrency)
         except REDIS_DOWN as exc:
             self.outage.failed(exc)
+        except Exception:  # a bug here must not take this worker down with the dead one
+            log.exception("recovering dead workers failed; will try again")
 
     def recover_dead_worker(self, worker_id: str, concurrency: int) -> None:
         keys, client = self.app.keys, self.app.broker.client

@@ -304,3 +304,53 @@ def gate(client: redis.Redis, start_worker: Callable[..., Process]) -> Iterator[
     closed = Gate(client)
     yield closed
     closed.open()
+
+
+# -- whole-worker faults ---------------------------------------------------------
+
+def children_of(pid: int) -> list[int]:
+    """The child processes of a running process, from /proc (Linux); [] once it is gone."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def process_state(pid: int) -> str:
+    """The state letter of a process from /proc (R, S, T stopped, Z zombie...); X once gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "X"
+    return stat.rpartition(")")[2].split()[0]
+
+
+def is_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie counts as gone: it runs no more code)."""
+    return process_state(pid) in ("Z", "X")
+
+
+def kill_worker_host(worker: Process, timeout: float = 10.0) -> list[int]:
+    """Kill a worker as if its host died: supervisor and children SIGKILLed together.
+
+    The supervisor is stopped first, so it neither recovers nor replaces a child in
+    between. Returns the children's pids, once the supervisor and all of them are gone.
+    """
+    os.kill(worker.pid, signal.SIGSTOP)
+    wait_until(lambda: process_state(worker.pid) == "T", f"worker {worker.pid} stopped", timeout)
+    children = children_of(worker.pid)
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    os.kill(worker.pid, signal.SIGKILL)
+    assert worker.wait(timeout) == -signal.SIGKILL
+    wait_until(lambda: all(is_gone(pid) for pid in children),
+               f"children {children} of the killed worker gone", timeout)
+    return children
+
+
+def run_asyncq(*args: str, broker_url: str, input: str | None = None,
+               timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m asyncq ARGS`` to completion against ``broker_url``; output as text."""
+    return subprocess.run(asyncq_command(*args), cwd=ROOT, input=input, capture_output=True,
+                          text=True, timeout=timeout,
+                          env={**os.environ, "ASYNCQ_BROKER_URL": broker_url})

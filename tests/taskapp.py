@@ -117,3 +117,52 @@ def whoami(self, *args, **kwargs):
     return {"id": request.id, "args": request.args, "kwargs": request.kwargs,
             "hostname": request.hostname, "called_directly": request.called_directly,
             "routing_key": request.delivery_info.get("routing_key")}
+
+
+@app.task(bind=True, name="tests.tally", acks_late=True)
+def tally(self, gate, completions, seconds=0.0, timeout=30.0):
+    """Report its pid, work ``seconds``, wait until ``gate`` or ``<gate>:<its id>`` exists,
+    then count one completion in the hash ``completions`` (field: its id), right before
+    returning its id. Acks-late."""
+    _announce_pid(self)
+    time.sleep(seconds)
+    client = self.app.broker.client
+    own = f"{gate}:{self.request.id}"
+    deadline = time.monotonic() + timeout
+    while not client.exists(gate, own) and time.monotonic() < deadline:
+        client.blpop([gate + ":never"], timeout=0.05)
+    client.hincrby(completions, self.request.id, 1)
+    return self.request.id
+
+
+@app.task(bind=True, name="tests.hard_limited", acks_late=True, time_limit=1)
+def hard_limited(self, seconds=10.0):
+    """Report its pid, then sleep past its 1 s hard time limit. Acks-late."""
+    _announce_pid(self)
+    time.sleep(seconds)
+    return "not killed"
+
+
+@app.task(bind=True, name="tests.soft_cleanup", soft_time_limit=0.5)
+def soft_cleanup(self, seconds=10.0):
+    """Wait on Redis past its 0.5 s soft time limit, catch the exception and clean up."""
+    from asyncq.exceptions import SoftTimeLimitExceeded
+
+    try:
+        _wait_for_key(self, f"test:never:{self.request.id}", seconds)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "not interrupted"
+
+
+@app.task(bind=True, name="tests.soft_uncaught", soft_time_limit=0.5)
+def soft_uncaught(self, seconds=10.0):
+    """Wait on Redis past its 0.5 s soft time limit, without catching the exception."""
+    _wait_for_key(self, f"test:never:{self.request.id}", seconds)
+    return "not interrupted"
+
+
+@app.task(name="tests.getpid")
+def getpid():
+    """The pid of the child process that ran it."""
+    return os.getpid()

@@ -11,12 +11,17 @@ Two sets of routes:
 
 Bad input gets a JSON error and a 4xx status, never a 500; an unreachable
 Redis gets 503.
+
+When $ASYNCQ_API_TOKEN is set, every route but ``GET /health`` (which load
+balancers probe) needs ``Authorization: Bearer <token>``; otherwise 401.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +31,7 @@ from werkzeug.exceptions import HTTPException
 
 from asyncq import states
 from asyncq.app import AsyncQ
-from asyncq.exceptions import EncodeError
+from asyncq.exceptions import ConfigurationError, EncodeError
 from asyncq.serialization import loads
 
 
@@ -36,6 +41,9 @@ def create_app(celery: AsyncQ, routes: Mapping[str, str] | None = None) -> Flask
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = celery.conf.api_max_content_length
     app.extensions["asyncq"] = celery
+    token = api_token()
+    if token is not None:
+        require_token(app, token)
     app.register_blueprint(generic_routes())
     for route, task_name in (routes or {}).items():
         app.register_blueprint(tutorial_routes(route, task_name))
@@ -48,6 +56,55 @@ def from_env() -> Flask:
     from asyncq.cli import find_app
 
     return create_app(find_app(os.environ["ASYNCQ_APP"]))
+
+
+# -- the optional bearer token ------------------------------------------------
+TOKEN_VARIABLE = "ASYNCQ_API_TOKEN"
+# RFC 6750's b64token: what may follow "Bearer " in a header, so any accepted
+# token can also be sent (openssl rand -hex 32 gives one).
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def api_token() -> str | None:
+    """The token from $ASYNCQ_API_TOKEN, None when it is not set.
+
+    An empty or unsendable value is refused rather than ignored: a typo in a
+    deployment must not serve the API open when a token was meant.
+    """
+    token = os.environ.get(TOKEN_VARIABLE)
+    if token is None:
+        return None
+    if not _B64TOKEN.fullmatch(token):
+        raise ConfigurationError(
+            f"${TOKEN_VARIABLE} is set but is not a usable bearer token (empty, or characters "
+            "other than letters, digits and -._~+/=); unset it to serve the API without one")
+    return token
+
+
+def require_token(app: Flask, token: str) -> None:
+    """Answer 401 to any request without ``Authorization: Bearer <token>``, except
+    ``GET /health``. Runs before routing, so unknown paths get 401 too, not 404."""
+    expected = token.encode()
+
+    @app.before_request
+    def check_token() -> tuple[Response, int] | None:
+        if request.endpoint == "asyncq.health" and request.method in ("GET", "HEAD"):
+            return None
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            return unauthorized("this API needs a token: send 'Authorization: Bearer <token>'",
+                                'Bearer realm="asyncq"')
+        # compare_digest takes as long for a near miss as for a wild guess.
+        if not hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected):
+            return unauthorized("the bearer token is not valid",
+                                'Bearer realm="asyncq", error="invalid_token"')
+        return None
+
+
+def unauthorized(message: str, challenge: str) -> tuple[Response, int]:
+    response, status = error(401, message)
+    response.headers["WWW-Authenticate"] = challenge
+    return response, status
 
 
 def queue_app() -> AsyncQ:
@@ -68,6 +125,13 @@ def install_error_handlers(app: Flask) -> None:
     def redis_down(exc: Exception) -> tuple[Response, int]:
         current_app.logger.error("Redis unreachable: %s", exc)
         return error(503, "the queue's Redis server is unreachable; try again shortly")
+
+    # A subclass of ConnectionError to redis-py, but waiting will not fix it.
+    @app.errorhandler(redis.AuthenticationError)
+    def redis_refused(exc: Exception) -> tuple[Response, int]:
+        current_app.logger.error("Redis refused the credentials in the broker URL: %s", exc)
+        return error(503, "the queue's Redis server refused this server's credentials; "
+                          "the operator must fix the password in the broker URL")
 
 
 # -- the record as JSON -----------------------------------------------------

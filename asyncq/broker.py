@@ -337,8 +337,6 @@ class Broker:
 
     def _push(self, pipe: Pipeline, queue: str, priority: int, message: bytes) -> None:
         pipe.lpush(self.keys.queue(queue, priority), message)
-        if priority:
-            pipe.set(self.keys.prioritized(queue), 1, ex=24 * 3600)
 
     def move_due(self, limit: int = 500) -> float | None:
         """Queue the scheduled messages now due; returns when the next one is due."""
@@ -346,9 +344,11 @@ class Broker:
         for raw in self.client.zrangebyscore(scheduled, "-inf", time.time(), 0, limit):
             try:
                 message = Message.decode(raw)
-            except ValueError:
-                self.client.zrem(scheduled, raw)  # cannot happen for messages we wrote
-                self.client.lpush(self.keys.dead_letters(), raw)
+            except ValueError:  # cannot happen for messages we wrote; set aside, atomically
+                pipe = self.client.pipeline(transaction=True)
+                pipe.zrem(scheduled, raw)
+                pipe.lpush(self.keys.dead_letters(), raw)
+                pipe.execute()
                 continue
             target = self.keys.queue(message.queue, message.priority)
             self._move_due(keys=[scheduled, target], args=[raw])
@@ -374,10 +374,10 @@ class Broker:
         return self.client.blmove(self.keys.queue(queues[0]), inflight, timeout, "RIGHT", "LEFT")
 
     def prioritized(self, queues: list[str]) -> frozenset[str]:
-        """The queues that have received messages with a priority lately."""
+        """The queues with messages waiting on a priority list (1-9) right now."""
         pipe = self.client.pipeline(transaction=False)
         for queue in queues:
-            pipe.exists(self.keys.prioritized(queue))
+            pipe.exists(*(self.keys.queue(queue, p) for p in range(1, 10)))
         return frozenset(q for q, found in zip(queues, pipe.execute(), strict=True) if found)
 
     # -- 3. start -----------------------------------------------------------

@@ -1,18 +1,24 @@
-"""The ``asyncq`` command: ``asyncq -A module.app worker``, ``asyncq -A module dev``."""
+"""The ``asyncq`` command: ``asyncq -A module.app worker``, ``asyncq -A module dev``,
+``asyncq -A module dead list|requeue|purge``."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import platform
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import click
+import redis
 
-from asyncq import __version__
+from asyncq import __version__, deadletters
 from asyncq.app import AsyncQ
 from asyncq.worker import Supervisor, WorkerOptions
 
@@ -51,11 +57,15 @@ def _app_in(module: object, spec: str) -> AsyncQ:
 
 
 def hide_password(url: str) -> str:
+    """The URL with its password shown as ``**``, in the netloc or a ``password=`` query."""
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":**@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":**@")
+        url = url.replace(f"//{parts.netloc}", f"//{netloc}", 1)
+    if parts.query:
+        query = re.sub(r"(^|&)password=[^&]*", r"\1password=**", parts.query)
+        url = url.replace(f"?{parts.query}", f"?{query}", 1)
+    return url
 
 
 def banner(app: AsyncQ, supervisor: Supervisor) -> str:
@@ -93,7 +103,58 @@ def main(ctx: click.Context, app_spec: str | None) -> None:
 def load(ctx: click.Context) -> AsyncQ:
     if not ctx.obj:
         raise click.UsageError("name the app with -A, for example: asyncq -A server.celery worker")
-    return find_app(ctx.obj)
+    try:
+        return find_app(ctx.obj)
+    except ModuleNotFoundError as exc:
+        # Only a wrong -A is a usage error; a module the app itself imports stays a traceback.
+        module = ctx.obj.partition(":")[0]
+        if not exc.name or not (module == exc.name or module.startswith(exc.name + ".")):
+            raise
+        raise click.UsageError(f"cannot load the app {ctx.obj!r}: no module named {exc.name!r} "
+                               "(asyncq looks in the current folder and on sys.path)") from None
+
+
+class RedisUnavailable(click.ClickException):
+    """Redis is down or refused the URL's credentials: exit status 3, for scripts."""
+
+    exit_code = 3
+
+
+def refused(app: AsyncQ, exc: Exception) -> RedisUnavailable:
+    return RedisUnavailable(
+        f"Redis at {hide_password(app.conf.broker)} refused the credentials ({exc}); "
+        "check the password in the broker URL ($ASYNCQ_BROKER_URL or broker_url), "
+        "as in redis://:PASSWORD@host:6379/0")
+
+
+@contextmanager
+def talking_to_redis(app: AsyncQ) -> Iterator[None]:
+    """Turn Redis errors into one plain line and exit status 3 instead of a traceback."""
+    try:
+        yield
+    except redis.AuthenticationError as exc:
+        raise refused(app, exc) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnavailable(
+            f"Redis at {hide_password(app.conf.broker)} is unreachable: {exc}") from None
+
+
+def check_credentials(app: AsyncQ) -> None:
+    """Stop at once when Redis refuses the URL's password.
+
+    The supervisor waits for an unreachable Redis to come back, and redis-py
+    reports a refused password as a connection error, so a wrong password would
+    otherwise look like a Redis that never comes up.
+    """
+    client = redis.Redis.from_url(app.conf.broker, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise refused(app, exc) from None
+    except redis.RedisError:
+        pass  # down or still starting: the supervisor waits for it
+    finally:
+        client.close()
 
 
 @main.command()
@@ -115,6 +176,7 @@ def worker(ctx: click.Context, concurrency: int | None, queues: str, hostname: s
     options = WorkerOptions(concurrency=concurrency or 0,
                             queues=[q for q in queues.split(",") if q],
                             hostname=hostname, max_tasks_per_child=max_tasks_per_child or 0)
+    check_credentials(app)
     supervisor = Supervisor(app, options)
     click.echo(banner(app, supervisor), err=True)
     sys.exit(supervisor.run())
@@ -135,6 +197,105 @@ def dev(ctx: click.Context, bind: str, wsgi: str, concurrency: int) -> None:
         raise click.UsageError("name the app module with -A, for example: "
                                "asyncq -A examples.tutorial.server dev")
     sys.exit(run_dev(ctx.obj, wsgi or f"{ctx.obj.split(':')[0]}:app", bind, concurrency))
+
+
+# -- dead letters -------------------------------------------------------------
+@main.group()
+def dead() -> None:
+    """Inspect, requeue or purge the dead-letter list ({asyncq}:dead).
+
+    Exit status: 0 done, 1 nothing matched or some could not be requeued,
+    2 usage error, 3 Redis unreachable or refusing the credentials.
+    """
+
+
+@dead.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
+@click.pass_context
+def dead_list(ctx: click.Context, as_json: bool) -> None:
+    """Show each dead letter and why this app cannot run it."""
+    app = load(ctx)
+    with talking_to_redis(app):
+        letters = deadletters.read(app)
+    if as_json:
+        click.echo(json.dumps([letter.as_json() for letter in letters], indent=2))
+        return
+    if not letters:
+        click.echo(f"No dead letters in {app.keys.dead_letters()}.")
+        return
+    click.echo(dead_letter_table(letters))
+    runnable = sum(letter.requeueable for letter in letters)
+    click.echo(f"\n{len(letters)} dead letter(s) in {app.keys.dead_letters()}: {runnable} can "
+               f"be requeued, {len(letters) - runnable} cannot run.")
+
+
+def dead_letter_table(letters: list[deadletters.DeadLetter]) -> str:
+    """Columns: index, task id, task name, why it cannot run, the raw bytes."""
+    header = ("#", "TASK ID", "TASK", "WHY IT CANNOT RUN", "MESSAGE")
+    rows = [(str(letter.index), _cell(letter.task_id, 36), _cell(letter.task, 30),
+             _cell(letter.problem or "nothing: can be requeued", 40), letter.preview())
+            for letter in letters]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)),
+                                row[-1]])
+                     for row in [header, *rows])
+
+
+def _cell(text: str | None, width: int) -> str:
+    text = text or "-"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@dead.command("requeue")
+@click.option("--id", "ids", multiple=True, metavar="TASK_ID",
+              help="Requeue only the message of this task (repeatable); default: all.")
+@click.pass_context
+def dead_requeue(ctx: click.Context, ids: tuple[str, ...]) -> None:
+    """Put dead letters back on their queue, each with a fresh PENDING record.
+
+    Messages that cannot be decoded, name a task this app does not have, or whose
+    task already ran through another copy stay in the list and are reported.
+    """
+    app = load(ctx)
+    with talking_to_redis(app):
+        report = deadletters.requeue(app, ids)
+    for letter in report.requeued:
+        click.echo(f"requeued {letter.task_id} ({letter.task}) to queue {letter.queue}")
+    for letter in report.kept:
+        click.echo(f"kept #{letter.index} {letter.task_id or '-'} ({letter.task or '-'}): "
+                   f"{letter.detail or letter.problem}", err=True)
+    for letter in report.gone:
+        click.echo(f"skipped {letter.task_id} ({letter.task}): no longer in the list "
+                   "(requeued or purged by someone else meanwhile)", err=True)
+    for task_id in report.unmatched:
+        click.echo(f"no dead letter with task id {task_id!r}", err=True)
+    asked = len(report.requeued) + len(report.kept) + len(report.gone)
+    if not asked and not report.unmatched:
+        click.echo(f"No dead letters in {app.keys.dead_letters()}.", err=True)
+    click.echo(f"{len(report.requeued)} requeued, {len(report.kept)} kept in the dead-letter "
+               "list.")
+    ctx.exit(0 if report.complete else 1)
+
+
+@dead.command("purge")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def dead_purge(ctx: click.Context, yes: bool) -> None:
+    """Delete the dead letters for good."""
+    app = load(ctx)
+    key = app.keys.dead_letters()
+    with talking_to_redis(app):
+        count = None
+        if not yes:
+            count = app.broker.client.llen(key)
+            if not count:
+                click.echo(f"No dead letters in {key}.")
+                return
+            click.confirm(f"Delete the {count} dead letter(s) in {key}?", abort=True)
+        removed, left = deadletters.purge(app, count)
+    click.echo(f"Removed {removed} dead letter(s) from {key}.")
+    if left:
+        click.echo(f"{left} newer dead letter(s) arrived meanwhile and were kept.")
 
 
 if __name__ == "__main__":

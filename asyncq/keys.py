@@ -26,10 +26,6 @@ class Keys:
         base = f"{self.tag}:queue:{name}"
         return f"{base}:p{priority}" if priority else base
 
-    def prioritized(self, name: str) -> str:
-        """Flag telling workers that a queue has priority lists to look at (1-day TTL)."""
-        return f"{self.tag}:prioritized:{name}"
-
     def task(self, task_id: str) -> str:
         """Hash holding one task's record: status, result, error, timestamps, meta."""
         return f"{self.tag}:task:{task_id}"

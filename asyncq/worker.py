@@ -463,8 +463,9 @@ class Supervisor:
                     os.kill(process.pid, signum)
 
     # -- Redis, which may be away -------------------------------------------
-    def retrying(self, step: Callable[[], Any]) -> bool:
-        """Run ``step`` until Redis answers; False if a cold shutdown came first.
+    def retrying(self, step: Callable[[], Any], give_up_after_stops: int = 2) -> bool:
+        """Run ``step`` until Redis answers; False if enough stop requests came first
+        (by default a cold shutdown: children's work must be recovered if at all possible).
 
         Waits on the signal pipe, so a shutdown request is seen at once.
         """
@@ -473,7 +474,7 @@ class Supervisor:
                 step()
             except REDIS_DOWN as exc:
                 delay = self.outage.failed(exc)
-                if self.stop_requests >= 2:
+                if self.stop_requests >= give_up_after_stops:
                     log.error("cold shutdown while Redis is away: what the children held "
                               "stays in their in-flight lists for recovery")
                     return False
@@ -486,7 +487,8 @@ class Supervisor:
 
     def wait_for_redis(self) -> bool:
         """Wait until Redis answers at start-up; False if told to stop meanwhile."""
-        return self.retrying(self.app.broker.client.ping) and self.stop_requests == 0
+        return self.retrying(self.app.broker.client.ping, give_up_after_stops=1) and \
+            self.stop_requests == 0
 
     def name_taken(self) -> bool:
         """Two live workers must never share an id: they would share in-flight lists."""

@@ -23,6 +23,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import redis
@@ -170,10 +171,11 @@ def generic_routes() -> Blueprint:
             return body
         args, kwargs = body.get("args", []), body.get("kwargs", {})
         problem = check_call_shape(body, args, kwargs)
-        if problem:
-            return error(422, problem)
+        options = submission_options(body) if not problem else {}
+        if problem or isinstance(options, str):
+            return error(422, problem or str(options))
         try:
-            result = task.apply_async(args, kwargs)
+            result = task.apply_async(args, kwargs, **options)
         except EncodeError as exc:
             return error(422, str(exc))
         location = url_for("asyncq.result", task_id=result.id)
@@ -188,12 +190,28 @@ def generic_routes() -> Blueprint:
                          task_id=task_id, state=states.UNKNOWN)
         return jsonify(describe(task_id, record))
 
+    bp.delete("/results/<task_id>")(revoke)
+
     @bp.get("/health")
     def health() -> Response | tuple[Response, int]:
         queue_app().broker.client.ping()
         return jsonify({"status": "ok", "redis": "ok"})
 
     return bp
+
+
+def revoke(task_id: str) -> Response | tuple[Response, int]:
+    """Revoke: a queued or scheduled task never runs; ?terminate=true kills a running one."""
+    record = queue_app().broker.record(task_id)
+    if not record:
+        return error(404, f"no task with id {task_id!r} (never submitted, or expired)",
+                     task_id=task_id, state=states.UNKNOWN)
+    terminate = request.args.get("terminate", "").lower() in ("1", "true", "yes")
+    if not queue_app().AsyncResult(task_id).revoke(terminate=terminate):
+        state = queue_app().broker.status(task_id)
+        return error(409, f"task {task_id!r} is already {state}", task_id=task_id,
+                     state=state)
+    return jsonify({"task_id": task_id, "state": states.REVOKED, "terminate": terminate})
 
 
 def read_json_object() -> dict[str, Any] | tuple[Response, int]:
@@ -210,15 +228,65 @@ def read_json_object() -> dict[str, Any] | tuple[Response, int]:
     return body
 
 
+SUBMIT_FIELDS = ("args", "kwargs", "countdown", "eta", "expires", "queue", "priority")
+
+
 def check_call_shape(body: Mapping[str, Any], args: Any, kwargs: Any) -> str | None:
-    extra = set(body) - {"args", "kwargs"}
+    extra = set(body) - set(SUBMIT_FIELDS)
     if extra:
-        return f"unknown fields {sorted(extra)}; a submission has only 'args' and 'kwargs'"
+        return f"unknown fields {sorted(extra)}; a submission may have {list(SUBMIT_FIELDS)}"
     if not isinstance(args, list):
         return "'args' must be a JSON array"
     if not isinstance(kwargs, dict):
         return "'kwargs' must be a JSON object"
     return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def submission_options(body: Mapping[str, Any]) -> dict[str, Any] | str:
+    """The scheduling options of a submission, or what is wrong with them."""
+    options: dict[str, Any] = {}
+    if "countdown" in body:
+        if not _number(body["countdown"]) or not 0 <= body["countdown"] <= 10 * 365 * 86400:
+            return "'countdown' must be a number of seconds, 0 or more"
+        options["countdown"] = body["countdown"]
+    if "eta" in body:
+        if "countdown" in options:
+            return "give 'countdown' or 'eta', not both"
+        eta = parse_eta(body["eta"])
+        if eta is None:
+            return "'eta' must be an ISO 8601 time (UTC when no offset) or Unix seconds"
+        options["eta"] = eta
+    if "expires" in body:
+        if not _number(body["expires"]) or body["expires"] <= 0:
+            return "'expires' must be a number of seconds, more than 0"
+        options["expires"] = body["expires"]
+    if "queue" in body:
+        queue = body["queue"]
+        if not isinstance(queue, str) or not queue.isprintable() or not 0 < len(queue) <= 200:
+            return "'queue' must be a queue name (printable text, 1-200 characters)"
+        options["queue"] = queue
+    if "priority" in body:
+        if not isinstance(body["priority"], int) or isinstance(body["priority"], bool) \
+                or not 0 <= body["priority"] <= 9:
+            return "'priority' must be a whole number from 0 to 9"
+        options["priority"] = body["priority"]
+    return options
+
+
+def parse_eta(value: Any) -> float | None:
+    if _number(value):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 # -- the tutorial's routes ---------------------------------------------------

@@ -490,9 +490,21 @@ class Broker:
     def forget(self, task_id: str) -> None:
         self.client.delete(self.keys.task(task_id))
 
+    def purge(self, queue: str) -> int:
+        """Delete every message waiting in a queue (all priorities); returns how many."""
+        lists = [self.keys.queue(queue, priority) for priority in range(10)]
+        pipe = self.client.pipeline(transaction=True)
+        for key in lists:
+            pipe.llen(key)
+        pipe.delete(*lists)
+        return sum(pipe.execute()[:-1])
+
     def queue_lengths(self, queues: Iterable[str]) -> dict[str, int]:
+        """Messages waiting per queue, all priorities counted."""
         pipe = self.client.pipeline(transaction=False)
         names = list(queues)
         for name in names:
-            pipe.llen(self.keys.queue(name))
-        return dict(zip(names, pipe.execute(), strict=True))
+            for priority in range(10):
+                pipe.llen(self.keys.queue(name, priority))
+        counts = pipe.execute()
+        return {name: sum(counts[i * 10:(i + 1) * 10]) for i, name in enumerate(names)}

@@ -298,5 +298,24 @@ def dead_purge(ctx: click.Context, yes: bool) -> None:
         click.echo(f"{left} newer dead letter(s) arrived meanwhile and were kept.")
 
 
+@main.command()
+@click.option("-Q", "--queues", default="", help="Comma-separated queues (default: the app's).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def purge(ctx: click.Context, queues: str, yes: bool) -> None:
+    """Delete the messages waiting in queues. Their records stay PENDING until they expire;
+    tasks already running, scheduled for later, or dead-lettered are not touched."""
+    app = load(ctx)
+    names = [q for q in queues.split(",") if q] or [app.conf.task_default_queue]
+    with talking_to_redis(app):
+        waiting = app.broker.queue_lengths(names)
+        if not yes:
+            click.confirm(f"Delete {sum(waiting.values())} message(s) waiting in "
+                          f"{', '.join(names)}?", abort=True)
+        removed = {name: app.broker.purge(name) for name in names}
+    for name, count in removed.items():
+        click.echo(f"Purged {count} message(s) from queue {name}.")
+
+
 if __name__ == "__main__":
     main()

@@ -110,3 +110,23 @@ def test_dev_runs_api_worker_and_private_redis_and_stops_them_on_ctrl_c():
             redis.Redis.from_url(url, socket_connect_timeout=1).ping()
     finally:
         dev.stop()
+
+
+def test_purge_empties_the_named_queues_at_every_priority(app, client, redis_url):
+    from tests.conftest import run_asyncq
+    from tests.taskapp import add
+
+    # given messages waiting in two queues, one of them at a priority
+    for _ in range(3):
+        add.delay(1, 1)
+    add.apply_async((1, 1), priority=4)
+    add.apply_async((1, 1), queue="other")
+    # when the default queue is purged, after a declined prompt
+    declined = run_asyncq("-A", "tests.taskapp", "purge", broker_url=redis_url, input="n\n")
+    assert declined.returncode == 1 and "Delete 4 message(s) waiting in celery?" in declined.stdout
+    done = run_asyncq("-A", "tests.taskapp", "purge", "--yes", broker_url=redis_url)
+    # then its four messages are gone, and the other queue is untouched
+    assert done.returncode == 0, done.stderr
+    assert "Purged 4 message(s) from queue celery." in done.stdout
+    assert client.llen("{asyncq}:queue:celery") == client.llen("{asyncq}:queue:celery:p4") == 0
+    assert client.llen("{asyncq}:queue:other") == 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -243,7 +244,8 @@ def check_call_shape(body: Mapping[str, Any], args: Any, kwargs: Any) -> str | N
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def submission_options(body: Mapping[str, Any]) -> dict[str, Any] | str:

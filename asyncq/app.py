@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -75,11 +76,13 @@ class AsyncQ:
         """Queue a task by name; it need not be registered here, only on the workers."""
         if priority is not None and (not isinstance(priority, int) or not 0 <= priority <= 9):
             raise ValueError(f"priority must be a whole number from 0 to 9, not {priority!r}")
+        if countdown is not None and not math.isfinite(countdown):
+            raise ValueError(f"countdown must be a finite number of seconds, not {countdown!r}")
         task_id = task_id or new_task_id()
         queue = queue or self.route(name)
         due = time.time() + countdown if countdown is not None else (
             as_timestamp(eta) if eta is not None else None)
-        deadline = (time.time() + expires if isinstance(expires, int | float)
+        deadline = (as_timestamp(time.time() + expires) if isinstance(expires, int | float)
                     else as_timestamp(expires) if expires is not None else None)
         message = encode_message(task_id, name, list(args or ()), dict(kwargs or {}), queue,
                                  eta=due, expires=deadline, priority=priority or None)

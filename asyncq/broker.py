@@ -104,10 +104,18 @@ redis.call('PUBLISH', ARGV[5], 'update')
 return 1
 """
 
-# KEYS: in-flight list, then the lists to take from, most wanted first.
+# KEYS: in-flight list, then for each queue in turn its lists p9..p1 and its
+# own list.  Takes the oldest message of the highest priority of the first
+# queue that has one; one EXISTS skips a queue's priority lists when all are empty.
 _TAKE = """
-for i = 2, #KEYS do
-  local raw = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
+for first = 2, #KEYS, 10 do
+  if redis.call('EXISTS', unpack(KEYS, first, first + 8)) > 0 then
+    for i = first, first + 8 do
+      local raw = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
+      if raw then return raw end
+    end
+  end
+  local raw = redis.call('LMOVE', KEYS[first + 9], KEYS[1], 'RIGHT', 'LEFT')
   if raw then return raw end
 end
 return false
@@ -356,29 +364,20 @@ class Broker:
         return upcoming[0][1] if upcoming else None
 
     # -- 2. fetch -----------------------------------------------------------
-    def fetch(self, queues: list[str], inflight: str, timeout: float,
-              prioritized: frozenset[str] = frozenset()) -> bytes | None:
+    def fetch(self, queues: list[str], inflight: str, timeout: float) -> bytes | None:
         """Move the next message into ``inflight``: from the first queue that has one,
         and within a queue from its highest priority list that has one.
 
         A message is never only in a Python variable: it is either on its queue
-        or on the in-flight list, so a crash here loses nothing. With one queue
-        and no priorities this is a single BLMOVE.
+        or on the in-flight list, so a crash here loses nothing. When every list is
+        empty, block (BLMOVE) on the first queue's own list for up to ``timeout``.
         """
-        if len(queues) > 1 or prioritized:
-            lists = [self.keys.queue(queue, priority) for queue in queues
-                     for priority in (range(9, -1, -1) if queue in prioritized else (0,))]
-            raw = self._take(keys=[inflight, *lists])
-            if raw is not None:
-                return raw
+        lists = [self.keys.queue(queue, priority) for queue in queues
+                 for priority in (9, 8, 7, 6, 5, 4, 3, 2, 1, 0)]
+        raw = self._take(keys=[inflight, *lists])
+        if raw is not None:
+            return raw
         return self.client.blmove(self.keys.queue(queues[0]), inflight, timeout, "RIGHT", "LEFT")
-
-    def prioritized(self, queues: list[str]) -> frozenset[str]:
-        """The queues with messages waiting on a priority list (1-9) right now."""
-        pipe = self.client.pipeline(transaction=False)
-        for queue in queues:
-            pipe.exists(*(self.keys.queue(queue, p) for p in range(1, 10)))
-        return frozenset(q for q, found in zip(queues, pipe.execute(), strict=True) if found)
 
     # -- 3. start -----------------------------------------------------------
     def start(self, message: Message, inflight: str, worker_id: str, acks_late: bool,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from asyncq.exceptions import ConfigurationError, MaxRetriesExceededError, Retry
@@ -212,5 +213,10 @@ def new_task_id() -> str:
 
 
 def as_timestamp(when: datetime | float) -> float:
-    """A datetime (naive ones are local time) or Unix seconds, as Unix seconds."""
-    return when.timestamp() if isinstance(when, datetime) else float(when)
+    """A datetime (naive ones are UTC, as in Celery) or Unix seconds, as Unix seconds."""
+    if isinstance(when, datetime):
+        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    value = float(when)
+    if not math.isfinite(value):
+        raise ValueError(f"a time must be a finite number, not {when!r}")
+    return value

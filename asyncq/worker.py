@@ -102,8 +102,6 @@ class Child:
         self.running_ids = running_ids  # shared too: the id of the task each child runs
         self.wake_fd = wake_fd  # a byte here wakes the supervisor to look at deadlines
         self.outage = Outage(log)
-        self.prioritized: frozenset[str] = frozenset()
-        self.prioritized_checked = 0.0
         self.busy = False
         self.stopping = False
 
@@ -143,11 +141,8 @@ class Child:
         """Take the next message; queues are rotated so that none is always first."""
         self.queues.append(self.queues.pop(0))
         try:
-            if time.monotonic() - self.prioritized_checked > 1.0:
-                self.prioritized = self.app.broker.prioritized(self.queues)
-                self.prioritized_checked = time.monotonic()
             raw = self.app.broker.fetch(self.queues, self.inflight,
-                                        self.app.conf.worker_fetch_timeout, self.prioritized)
+                                        self.app.conf.worker_fetch_timeout)
         except REDIS_DOWN as exc:
             time.sleep(self.outage.failed(exc))
             return None

@@ -34,6 +34,7 @@ from werkzeug.exceptions import HTTPException
 from asyncq import states
 from asyncq.app import AsyncQ
 from asyncq.exceptions import ConfigurationError, EncodeError
+from asyncq.openapi import describe_api
 from asyncq.serialization import loads
 
 
@@ -44,6 +45,7 @@ def create_app(celery: AsyncQ, routes: Mapping[str, str] | None = None) -> Flask
     app.config["MAX_CONTENT_LENGTH"] = celery.conf.api_max_content_length
     app.extensions["asyncq"] = celery
     token = api_token()
+    app.extensions["asyncq_openapi"] = describe_api(celery.main, routes or {}, token is not None)
     if token is not None:
         require_token(app, token)
     app.register_blueprint(generic_routes())
@@ -192,6 +194,7 @@ def generic_routes() -> Blueprint:
         return jsonify(describe(task_id, record))
 
     bp.delete("/results/<task_id>")(revoke)
+    bp.get("/openapi.json")(lambda: jsonify(current_app.extensions["asyncq_openapi"]))
 
     @bp.get("/health")
     def health() -> Response | tuple[Response, int]:

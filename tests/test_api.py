@@ -142,3 +142,28 @@ def test_redis_unreachable_gives_503_json(start_gunicorn):
         status, _, body = http(method, api + path)
         assert status == 503, path
         assert "unreachable" in body["error"]
+
+
+def test_openapi_describes_every_route_and_submit_field(api):
+    from openapi_spec_validator import validate
+
+    from asyncq.api import SUBMIT_FIELDS
+    from examples.tutorial.server import app as flask_app
+
+    # Given the description the running API serves
+    status, _, spec = http("GET", f"{api}/openapi.json")
+    assert status == 200
+    # Then it is valid OpenAPI 3.0
+    validate(spec)
+    # And it names every route Flask serves, with its methods
+    served = {}
+    for rule in flask_app.url_map.iter_rules():
+        if rule.endpoint != "static":
+            path = rule.rule.replace("<", "{").replace(">", "}")
+            served[path] = {m.lower() for m in rule.methods - {"HEAD", "OPTIONS"}}
+    described = {path: set(ops) for path, ops in spec["paths"].items()}
+    for path, methods in served.items():
+        assert methods <= described.get(path, set()), f"{path} {methods} not described"
+    # And every field a submission may carry
+    submission = spec["components"]["schemas"]["Submission"]["properties"]
+    assert set(submission) == set(SUBMIT_FIELDS)

@@ -78,6 +78,7 @@ class AsyncQ:
             raise ValueError(f"priority must be a whole number from 0 to 9, not {priority!r}")
         if countdown is not None and not math.isfinite(countdown):
             raise ValueError(f"countdown must be a finite number of seconds, not {countdown!r}")
+        fresh = task_id is not None  # an id given by the caller may have an old record
         task_id = task_id or new_task_id()
         queue = queue or self.route(name)
         due = time.time() + countdown if countdown is not None else (
@@ -86,7 +87,8 @@ class AsyncQ:
                     else as_timestamp(expires) if expires is not None else None)
         message = encode_message(task_id, name, list(args or ()), dict(kwargs or {}), queue,
                                  eta=due, expires=deadline, priority=priority or None)
-        self.broker.enqueue(task_id, name, queue, message, eta=due, priority=priority or 0)
+        self.broker.enqueue(task_id, name, queue, message, eta=due, priority=priority or 0,
+                            fresh=fresh)
         return AsyncResult(task_id, app=self, task_name=name)
 
     def route(self, name: str) -> str:

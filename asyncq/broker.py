@@ -43,6 +43,23 @@ local function is_final(status)
 end
 """
 
+# KEYS: record, queue list (or the scheduled set when due later).  ARGV:
+# message, task name, queue name, now, record ttl, due time ('' = now),
+# '1' to clear a record already under this id (a task_id given again).
+_ENQUEUE = """
+if ARGV[7] == '1' then redis.call('DEL', KEYS[1]) end
+if ARGV[6] == '' then
+  redis.call('HSET', KEYS[1], 'status', 'PENDING', 'task', ARGV[2], 'queue', ARGV[3],
+             'submitted_at', ARGV[4])
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'status', 'PENDING', 'task', ARGV[2], 'queue', ARGV[3],
+             'submitted_at', ARGV[4], 'eta', ARGV[6])
+  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+"""
+
 # KEYS: record, in-flight list.  ARGV: message, worker id, now, record ttl,
 # acks_late flag, status to show ('STARTED', or '' to leave it as it is).
 _START = _LUA_IS_FINAL + """
@@ -51,9 +68,13 @@ if is_final(status) then
   redis.call('LREM', KEYS[2], 1, ARGV[1])
   return status
 end
-redis.call('HSET', KEYS[1], 'worker', ARGV[2], 'started_at', ARGV[3], 'acks_late', ARGV[5])
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[6]) end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], 'worker', ARGV[2], 'started_at', ARGV[3], 'acks_late', ARGV[5],
+             'status', ARGV[6])
+else
+  redis.call('HSET', KEYS[1], 'worker', ARGV[2], 'started_at', ARGV[3], 'acks_late', ARGV[5])
+end
+if not status then redis.call('EXPIRE', KEYS[1], ARGV[4]) end  -- else it kept its TTL
 return false
 """
 
@@ -300,6 +321,7 @@ class Broker:
         self.keys = keys
         self.record_ttl = record_ttl  # safety TTL while a task is queued or running
         self.result_ttl = result_ttl  # how long final results are kept
+        self._enqueue = client.register_script(_ENQUEUE)
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
         self._update = client.register_script(_UPDATE)
@@ -313,15 +335,14 @@ class Broker:
 
     # -- 1. enqueue ---------------------------------------------------------
     def enqueue(self, task_id: str, task: str, queue: str, message: bytes,
-                eta: float | None = None, priority: int = 0) -> None:
-        """Write the PENDING record and queue the message (or schedule it) in one MULTI."""
-        pipe = self.client.pipeline(transaction=True)
-        self._write_pending(pipe, task_id, task, queue, eta)
-        if eta is not None and eta > time.time():
-            pipe.zadd(self.keys.scheduled(), {message: eta})
-        else:
-            self._push(pipe, queue, priority, message)
-        pipe.execute()
+                eta: float | None = None, priority: int = 0, fresh: bool = False) -> None:
+        """Write the PENDING record and queue the message (or schedule it), in one script.
+        ``fresh`` first clears a record left under this id (a task_id given again)."""
+        later = eta is not None and eta > time.time()
+        target = self.keys.scheduled() if later else self.keys.queue(queue, priority)
+        self._enqueue(keys=[self.keys.task(task_id), target],
+                      args=[message, task, queue, now(), self.record_ttl,
+                            f"{eta:.6f}" if later else "", int(fresh)])
 
     def enqueue_all(self, entries: list[tuple[str, str, str, bytes | None, int]]) -> None:
         """Many tasks in one MULTI: (id, task, queue, message or None, priority) each;

@@ -1,0 +1,275 @@
+"""The tutorial's POST route under gunicorn, asyncq against Celery: requests/s and p99.
+
+``http_post_benchmark(system, redis_url)`` starts gunicorn (the same settings for
+both systems) serving benchmarks/bench_server.py, warms it up, and drives it from a
+load generator in a second process -- this module run as a script, stdlib only:
+threads, each with its own ``http.client.HTTPConnection`` to the loopback address.
+No queue workers run: the route only enqueues, so the queue just fills up (the
+database is flushed at the start of each run).
+
+    python -m benchmarks.http_load --url http://127.0.0.1:PORT/async_long_running_task \\
+        --seconds 5 --concurrency 8          # the load generator; prints one JSON line
+    python -m benchmarks.http_load --self-test   # both systems on a private redis-server
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import ipaddress
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = Path(os.environ.get("BENCH_LOG_DIR", "/tmp/asyncq-bench"))
+ROUTE = "/async_long_running_task"
+MAX_SECONDS = 120.0          # no single load run lasts longer than this
+MAX_REQUESTS = 2_000_000     # nor sends more requests than this
+MAX_CONCURRENCY = 256
+WARMUP_SECONDS = 1.0         # warm-up: about a second of full load (both workers
+WARMUP_REQUESTS = 20_000     # booted, connections to Redis made), at most this many
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+
+
+# -- the load generator (runs in its own process) ---------------------------
+def _loopback_target(url: str) -> tuple[str, int, str]:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or not parts.port:
+        raise ValueError(f"expected http://127.0.0.1:PORT/path, got {url!r}")
+    host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"refusing a non-loopback address: {host}")
+    return host, parts.port, parts.path or "/"
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not ordered:
+        return None
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def generate_load(url: str, seconds: float, concurrency: int,
+                  max_requests: int = MAX_REQUESTS, timeout: float = 10.0) -> dict[str, Any]:
+    """POST (empty body) to ``url`` from ``concurrency`` threads for ``seconds``.
+
+    Each thread has its own connection; gunicorn's sync workers close it after each
+    response and http.client reconnects on the next request, so latency includes the
+    TCP connect, the same for every system. Requests started before the deadline are
+    counted; the window ends when the last one finishes.
+    """
+    host, port, path = _loopback_target(url)
+    seconds = min(max(seconds, 0.0), MAX_SECONDS)
+    concurrency = min(max(concurrency, 1), MAX_CONCURRENCY)
+    max_requests = min(max(max_requests, 1), MAX_REQUESTS)
+    per_thread = [max_requests // concurrency + (i < max_requests % concurrency)
+                  for i in range(concurrency)]
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]  # 202s only
+    counts = [[0, 0, 0] for _ in range(concurrency)]  # sent, non-202, no response at all
+    ends = [0.0] * concurrency
+    barrier = threading.Barrier(concurrency + 1)
+    window: dict[str, float] = {}
+
+    def run(i: int) -> None:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        mine, count = latencies[i], counts[i]
+        barrier.wait()
+        deadline = window["deadline"]
+        try:
+            while count[0] < per_thread[i] and time.perf_counter() < deadline:
+                count[0] += 1
+                began = time.perf_counter()
+                try:
+                    conn.request("POST", path, body=b"")
+                    response = conn.getresponse()
+                    response.read()
+                    status = response.status
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    count[1] += 1
+                    count[2] += 1
+                    time.sleep(0.01)  # no hot loop against a refusing server
+                    continue
+                if status == 202:
+                    mine.append(time.perf_counter() - began)
+                else:
+                    count[1] += 1
+        finally:
+            ends[i] = time.perf_counter()
+            conn.close()
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    window["start"] = time.perf_counter()
+    window["deadline"] = window["start"] + seconds
+    barrier.wait()
+    for thread in threads:
+        thread.join(seconds + timeout + 30)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    elapsed = max(ends) - window["start"]
+    ordered = sorted(x for chunk in latencies for x in chunk)
+    ok = len(ordered)
+    sent = sum(c[0] for c in counts)
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1000, 3)
+
+    return {
+        "requests": sent, "ok_202": ok, "non_202": sum(c[1] for c in counts),
+        "no_response": sum(c[2] for c in counts), "elapsed_s": round(elapsed, 4),
+        "requests_per_s": round(ok / elapsed, 1) if elapsed > 0 else 0.0,
+        "p50_ms": ms(_percentile(ordered, 50)), "p99_ms": ms(_percentile(ordered, 99)),
+        "max_ms": ms(ordered[-1] if ordered else None),
+        "client_cpu_s": round(after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, 3),
+        "concurrency": concurrency,
+    }
+
+
+# -- gunicorn, and one measurement ------------------------------------------
+def _free_port() -> int:
+    from asyncq.localredis import free_port
+    return free_port()
+
+
+class Gunicorn:
+    """gunicorn serving benchmarks.bench_server:app; the same flags for every system."""
+
+    def __init__(self, system: str, redis_url: str, workers: int):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}{ROUTE}"
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{system}-gunicorn.log"
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "BENCH_SYSTEM": system, "BENCH_REDIS_URL": redis_url}
+        command = [sys.executable, "-m", "gunicorn", "--workers", str(workers),
+                   "--bind", f"127.0.0.1:{self.port}", "benchmarks.bench_server:app"]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_serving(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until a worker has the app loaded and the route answers 202 (gunicorn's
+        master listens before its workers have imported anything)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited ({self.process.returncode}); "
+                                   f"see {self.log_path}")
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            try:
+                conn.request("POST", ROUTE, body=b"")
+                response = conn.getresponse()
+                response.read()
+                if response.status == 202:
+                    return
+                problem = f"HTTP {response.status}"
+            except (OSError, http.client.HTTPException) as exc:
+                problem = repr(exc)
+            finally:
+                conn.close()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gunicorn not serving 202s ({problem}); see {self.log_path}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+def run_load_generator(url: str, seconds: float, concurrency: int,
+                       max_requests: int = MAX_REQUESTS) -> dict[str, Any]:
+    """This module's CLI in a child process: the load does not share the caller's GIL."""
+    command = [sys.executable, "-m", "benchmarks.http_load", "--url", url,
+               "--seconds", str(seconds), "--concurrency", str(concurrency),
+               "--max-requests", str(max_requests)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
+                          timeout=min(seconds, MAX_SECONDS) + 90)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def http_post_benchmark(system: str, redis_url: str, seconds: float = 5.0, concurrency: int = 8,
+                        gunicorn_workers: int = 2) -> dict:
+    """Requests/s and latency of POST /async_long_running_task under gunicorn."""
+    if system not in ("asyncq", "celery"):
+        raise ValueError(f"system must be 'asyncq' or 'celery', not {system!r}")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    server = Gunicorn(system, redis_url, gunicorn_workers)
+    try:
+        server.wait_serving()
+        warm = run_load_generator(server.url, WARMUP_SECONDS, concurrency, WARMUP_REQUESTS)
+        if warm["ok_202"] == 0:
+            raise RuntimeError(f"warm-up got no 202s: {warm}; see {server.log_path}")
+        load = run_load_generator(server.url, seconds, concurrency)
+    finally:
+        server.stop()
+    return {"system": system, "requests_per_s": load["requests_per_s"],
+            "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"], "errors": load["non_202"],
+            "seconds": load["elapsed_s"], "concurrency": concurrency,
+            "gunicorn_workers": gunicorn_workers}
+
+
+# -- CLI ----------------------------------------------------------------------
+def self_test(seconds: float, concurrency: int, workers: int, order: list[str]) -> None:
+    from asyncq.localredis import LocalRedis
+
+    with tempfile.TemporaryDirectory(prefix="http-load-") as tmp:
+        server = LocalRedis(tmp).start()
+        try:
+            for system in order:
+                print(json.dumps(http_post_benchmark(system, server.url, seconds, concurrency,
+                                                     workers)), flush=True)
+        finally:
+            server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="load-generator mode: the loopback URL to POST to")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-requests", type=int, default=MAX_REQUESTS)
+    parser.add_argument("--self-test", action="store_true",
+                        help="measure both systems on a private redis-server and print them")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (self-test)")
+    parser.add_argument("--order", default="asyncq,celery",
+                        help="systems to measure, in order (self-test), e.g. asyncq,celery")
+    args = parser.parse_args(argv)
+    if args.self_test:
+        self_test(args.seconds, args.concurrency, args.workers, args.order.split(","))
+        return 0
+    if not args.url:
+        parser.error("give --url (load generator) or --self-test")
+    print(json.dumps(generate_load(args.url, args.seconds, args.concurrency,
+                                   args.max_requests)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

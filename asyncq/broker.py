@@ -126,20 +126,32 @@ return 1
 """
 
 # KEYS: in-flight list, then for each queue in turn its lists p9..p1 and its
-# own list.  Takes the oldest message of the highest priority of the first
-# queue that has one; one EXISTS skips a queue's priority lists when all are empty.
+# own list.  ARGV: how many to take at most, how many children share the work.
+# Takes the oldest messages of the highest priorities, first queue first; one
+# EXISTS skips a queue's priority lists when all are empty.  A child takes no
+# more than its fair share of what waits in a list, so a shallow queue is
+# spread over the children rather than hoarded by one.  Returns the messages
+# in the order they should run.
 _TAKE = """
+local want, share, taken = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
+local function take_from(list)
+  local waiting = redis.call('LLEN', list)
+  if waiting == 0 then return end
+  local limit = math.min(want, #taken + math.max(1, math.floor(waiting / share)))
+  while #taken < limit do
+    local raw = redis.call('LMOVE', list, KEYS[1], 'RIGHT', 'LEFT')
+    if not raw then return end
+    taken[#taken + 1] = raw
+  end
+end
 for first = 2, #KEYS, 10 do
   if redis.call('EXISTS', unpack(KEYS, first, first + 8)) > 0 then
-    for i = first, first + 8 do
-      local raw = redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT')
-      if raw then return raw end
-    end
+    for i = first, first + 8 do take_from(KEYS[i]) end
   end
-  local raw = redis.call('LMOVE', KEYS[first + 9], KEYS[1], 'RIGHT', 'LEFT')
-  if raw then return raw end
+  take_from(KEYS[first + 9])
+  if #taken >= want then break end
 end
-return false
+return taken
 """
 
 # KEYS: scheduled set, queue.  ARGV: message.  Whichever worker removes a due
@@ -385,20 +397,24 @@ class Broker:
         return upcoming[0][1] if upcoming else None
 
     # -- 2. fetch -----------------------------------------------------------
-    def fetch(self, queues: list[str], inflight: str, timeout: float) -> bytes | None:
-        """Move the next message into ``inflight``: from the first queue that has one,
-        and within a queue from its highest priority list that has one.
+    def fetch(self, queues: list[str], inflight: str, timeout: float,
+              prefetch: int = 1, share: int = 1) -> list[bytes]:
+        """Move up to ``prefetch`` messages into ``inflight``, in the order to run them:
+        from the first queue that has some, and within a queue highest priority first.
 
-        A message is never only in a Python variable: it is either on its queue
-        or on the in-flight list, so a crash here loses nothing. When every list is
-        empty, block (BLMOVE) on the first queue's own list for up to ``timeout``.
+        A message is never only in a Python variable: it is either on its queue or
+        on the in-flight list, so a crash here loses nothing (taken but not started,
+        it goes back to its queue). ``share``, the number of children of the worker,
+        keeps one child from taking more than its part of a short queue. When every
+        list is empty, block (BLMOVE) on the first queue's own list for up to ``timeout``.
         """
         lists = [self.keys.queue(queue, priority) for queue in queues
                  for priority in (9, 8, 7, 6, 5, 4, 3, 2, 1, 0)]
-        raw = self._take(keys=[inflight, *lists])
-        if raw is not None:
-            return raw
-        return self.client.blmove(self.keys.queue(queues[0]), inflight, timeout, "RIGHT", "LEFT")
+        taken = self._take(keys=[inflight, *lists], args=[prefetch, share])
+        if taken:
+            return taken
+        raw = self.client.blmove(self.keys.queue(queues[0]), inflight, timeout, "RIGHT", "LEFT")
+        return [raw] if raw is not None else []
 
     # -- 3. start -----------------------------------------------------------
     def start(self, message: Message, inflight: str, worker_id: str, acks_late: bool,

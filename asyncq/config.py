@@ -35,6 +35,7 @@ class Settings:
     task_soft_time_limit: float = 0  # seconds before SoftTimeLimitExceeded is raised; 0 = none
     worker_concurrency: int = 0  # child processes; 0 = the number of CPUs
     worker_max_tasks_per_child: int = 0  # replace a child after this many tasks; 0 = never
+    worker_prefetch_multiplier: int = 4  # messages a child takes per round trip (Celery: 4)
     worker_heartbeat_interval: float = 2.0  # seconds between a worker's heartbeats
     worker_lost_after: float = 20.0  # seconds without a heartbeat before others recover its tasks
     worker_fetch_timeout: float = 1.0  # seconds a child blocks on BLMOVE before looking round

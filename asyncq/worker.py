@@ -91,7 +91,7 @@ class Child:
     """One child process: fetches and runs tasks, one at a time, until told to stop."""
 
     def __init__(self, app: AsyncQ, worker_id: str, slot: int, queues: list[str],
-                 max_tasks: int, deadlines: Any, running_ids: Any, wake_fd: int):
+                 max_tasks: int, deadlines: Any, running_ids: Any, wake_fd: int, share: int):
         self.app = app
         self.worker_id = worker_id
         self.slot = slot
@@ -101,6 +101,7 @@ class Child:
         self.deadlines = deadlines  # shared with the supervisor, which enforces them
         self.running_ids = running_ids  # shared too: the id of the task each child runs
         self.wake_fd = wake_fd  # a byte here wakes the supervisor to look at deadlines
+        self.share = share  # how many children share the queues (for fair prefetching)
         self.outage = Outage(log)
         self.busy = False
         self.stopping = False
@@ -128,8 +129,9 @@ class Child:
                 if os.getppid() != parent:
                     log.error("supervisor gone: this child stops taking work")
                     return
-                raw = self.fetch()
-                if raw is not None:
+                for raw in self.fetch():
+                    if self.stopping or (self.max_tasks and done >= self.max_tasks):
+                        break  # the rest of the batch goes back to the queue on exit
                     self.busy = True
                     self.handle(raw)
                     done += 1
@@ -137,17 +139,20 @@ class Child:
         except _Stop:
             pass
 
-    def fetch(self) -> bytes | None:
-        """Take the next message; queues are rotated so that none is always first."""
+    def fetch(self) -> list[bytes]:
+        """Take the next messages (up to worker_prefetch_multiplier); queues are rotated
+        so that none is always first."""
         self.queues.append(self.queues.pop(0))
         try:
-            raw = self.app.broker.fetch(self.queues, self.inflight,
-                                        self.app.conf.worker_fetch_timeout)
+            taken = self.app.broker.fetch(self.queues, self.inflight,
+                                          self.app.conf.worker_fetch_timeout,
+                                          self.app.conf.worker_prefetch_multiplier,
+                                          self.share)
         except REDIS_DOWN as exc:
             time.sleep(self.outage.failed(exc))
-            return None
+            return []
         self.outage.ok()
-        return raw
+        return taken
 
     def persist(self, step: Callable[[], Any]) -> Any:
         """Run a Redis step of a task already taken, retrying until Redis answers:
@@ -367,7 +372,7 @@ class Supervisor:
         start = slot * TASK_ID_SIZE
         self.running_ids[start:start + TASK_ID_SIZE] = b"\0" * TASK_ID_SIZE
         child = Child(self.app, self.worker_id, slot, self.queues, self.max_tasks_per_child,
-                      self.deadlines, self.running_ids, self._wake_write)
+                      self.deadlines, self.running_ids, self._wake_write, self.concurrency)
         process = _fork.Process(target=child.run, name=f"Child-{slot}", daemon=False)
         process.start()
         self.children[slot] = process

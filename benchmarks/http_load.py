@@ -9,7 +9,7 @@ database is flushed at the start of each run).
 
     python -m benchmarks.http_load --url http://127.0.0.1:PORT/async_long_running_task \\
         --seconds 5 --concurrency 8          # the load generator; prints one JSON line
-    python -m benchmarks.http_load --self-test   # both systems on a private redis-server
+    python -m benchmarks.http_load --self-test --seconds 3   # both systems, private redis
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -236,17 +237,31 @@ def http_post_benchmark(system: str, redis_url: str, seconds: float = 5.0, concu
 
 
 # -- CLI ----------------------------------------------------------------------
-def self_test(seconds: float, concurrency: int, workers: int, order: list[str]) -> None:
+def self_test(seconds: float, concurrency: int, workers: int, systems: list[str],
+              rounds: int) -> None:
+    """Each system ``rounds`` times on a private redis-server, alternating the order
+    (A B B A ...) so neither system always runs first or on a warmer machine."""
     from asyncq.localredis import LocalRedis
 
+    results: dict[str, list[dict]] = {system: [] for system in systems}
     with tempfile.TemporaryDirectory(prefix="http-load-") as tmp:
         server = LocalRedis(tmp).start()
         try:
-            for system in order:
-                print(json.dumps(http_post_benchmark(system, server.url, seconds, concurrency,
-                                                     workers)), flush=True)
+            for round_ in range(max(rounds, 1)):
+                for system in systems if round_ % 2 == 0 else systems[::-1]:
+                    result = http_post_benchmark(system, server.url, seconds, concurrency,
+                                                 workers)
+                    results[system].append(result)
+                    print(json.dumps(result), flush=True)
         finally:
             server.stop()
+    for system, runs in results.items():
+        print(json.dumps({"system": system, "runs": len(runs),
+                          "median_requests_per_s": round(statistics.median(
+                              r["requests_per_s"] for r in runs), 1),
+                          "median_p99_ms": round(statistics.median(
+                              r["p99_ms"] for r in runs), 3),
+                          "errors": sum(r["errors"] for r in runs)}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,11 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--self-test", action="store_true",
                         help="measure both systems on a private redis-server and print them")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (self-test)")
-    parser.add_argument("--order", default="asyncq,celery",
-                        help="systems to measure, in order (self-test), e.g. asyncq,celery")
+    parser.add_argument("--systems", default="asyncq,celery",
+                        help="systems to measure (self-test), e.g. asyncq,celery")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="runs of each system, order alternating (self-test)")
     args = parser.parse_args(argv)
     if args.self_test:
-        self_test(args.seconds, args.concurrency, args.workers, args.order.split(","))
+        self_test(args.seconds, args.concurrency, args.workers, args.systems.split(","),
+                  args.rounds)
         return 0
     if not args.url:
         parser.error("give --url (load generator) or --self-test")

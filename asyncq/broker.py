@@ -20,6 +20,7 @@ Celery's counterpart is kombu's Redis transport plus its Redis result backend.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -333,6 +334,7 @@ class Broker:
         self.keys = keys
         self.record_ttl = record_ttl  # safety TTL while a task is queued or running
         self.result_ttl = result_ttl  # how long final results are kept
+        self._waiters = threading.local()  # one pub/sub connection per thread, for get()
         self._enqueue = client.register_script(_ENQUEUE)
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
@@ -514,6 +516,14 @@ class Broker:
         return result.decode()
 
     # -- reading records ----------------------------------------------------
+    def waiter(self) -> redis.client.PubSub:
+        """This thread's pub/sub connection for ``AsyncResult.get``, kept open: a new
+        one per call would cost a TCP connect and handshake each time."""
+        channel = getattr(self._waiters, "channel", None)
+        if channel is None:
+            channel = self._waiters.channel = self.client.pubsub(ignore_subscribe_messages=True)
+        return channel
+
     def record(self, task_id: str) -> dict[str, str]:
         """The task's record as text, or {} when there is none."""
         raw = self.client.hgetall(self.keys.task(task_id))

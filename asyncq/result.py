@@ -95,8 +95,10 @@ class AsyncResult:
     def _wait(self, timeout: float | None) -> dict[str, str]:
         broker = self.app.broker
         deadline = None if timeout is None else time.monotonic() + timeout
-        with broker.client.pubsub(ignore_subscribe_messages=True) as channel:
-            channel.subscribe(broker.keys.done_channel(self.id))
+        channel = broker.waiter()
+        name = broker.keys.done_channel(self.id)
+        channel.subscribe(name)
+        try:
             while True:
                 record = broker.record(self.id)
                 if not record:
@@ -106,8 +108,10 @@ class AsyncResult:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError(f"task {self.id} not ready after {timeout}s")
-                # Any message on the channel means "the record changed": read it again.
+                # Any message means "some record changed": read ours again.
                 channel.get_message(timeout=1.0 if left is None else min(left, 1.0))
+        finally:
+            channel.unsubscribe(name)
 
 
 def revoked_fields(reason: str, terminate: bool = False) -> dict[str, str]:

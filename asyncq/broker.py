@@ -80,17 +80,17 @@ return false
 """
 
 # KEYS: record, in-flight list.  ARGV: message, result ttl (0 = delete the
-# record), channel, then the record's new field/value pairs.
+# record), channel, the notice for it, then the record's new field/value pairs.
 _FINISH = _LUA_IS_FINAL + """
 local stored = 0
 if not is_final(redis.call('HGET', KEYS[1], 'status')) then
   if ARGV[2] == '0' then
     redis.call('DEL', KEYS[1])
   else
-    redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+    redis.call('HSET', KEYS[1], unpack(ARGV, 5))
     redis.call('EXPIRE', KEYS[1], ARGV[2])
   end
-  redis.call('PUBLISH', ARGV[3], 'final')
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
   stored = 1
 end
 redis.call('LREM', KEYS[2], 1, ARGV[1])
@@ -321,6 +321,20 @@ def encode_body(body: dict[str, Any]) -> bytes:
     return dumps(body, f"the arguments of task {body['task']!r}").encode()
 
 
+# A waiter told "SUCCESS <result JSON>" has its answer without reading the record.
+SUCCESS_NOTICE = b"SUCCESS "
+NOTICE_MAX_RESULT = 64 * 1024  # larger results are read from the record instead
+
+
+def final_notice(fields: Mapping[str, str]) -> str:
+    """What the task's channel is told: the result itself when it succeeded (and is small)."""
+    result = fields.get("result")
+    if fields.get("status") == states.SUCCESS and result is not None \
+            and len(result) <= NOTICE_MAX_RESULT:
+        return SUCCESS_NOTICE.decode() + result
+    return "final"
+
+
 def now() -> str:
     """Timestamps are stored as Unix seconds with microseconds."""
     return f"{time.time():.6f}"
@@ -454,7 +468,8 @@ class Broker:
         pairs = [item for pair in fields.items() for item in pair]
         finish_args = {"keys": [self.keys.task(message.id), inflight],
                        "args": [message.raw, self.result_ttl if keep_result else 0,
-                                self.keys.done_channel(message.id), *pairs]}
+                                self.keys.done_channel(message.id), final_notice(fields),
+                                *pairs]}
         if after is None:
             return bool(self._finish(**finish_args))
         pipe = self.client.pipeline(transaction=True)

@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from asyncq import states
+from asyncq.broker import SUCCESS_NOTICE
 from asyncq.exceptions import TimeoutError, UnknownTaskError, rebuild_exception
 from asyncq.serialization import loads
 
@@ -108,8 +109,13 @@ class AsyncResult:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError(f"task {self.id} not ready after {timeout}s")
-                # Any message means "some record changed": read ours again.
-                channel.get_message(timeout=1.0 if left is None else min(left, 1.0))
+                # A message means "a record changed"; a success on our channel carries
+                # its result, so there is nothing more to read.
+                notice = channel.get_message(timeout=1.0 if left is None else min(left, 1.0))
+                if notice and notice["channel"] == name.encode() and \
+                        notice["data"].startswith(SUCCESS_NOTICE):
+                    return {"status": states.SUCCESS,
+                            "result": notice["data"][len(SUCCESS_NOTICE):].decode()}
         finally:
             channel.unsubscribe(name)
 

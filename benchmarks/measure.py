@@ -58,6 +58,10 @@ class Worker:
         """Resident memory of the worker and all its descendants."""
         return sum(_rss(pid) for pid in [self.process.pid, *_descendants(self.process.pid)])
 
+    def pss_bytes(self) -> int:
+        """Proportional share: pages shared after fork counted once, not per process."""
+        return sum(_pss(pid) for pid in [self.process.pid, *_descendants(self.process.pid)])
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -75,6 +79,16 @@ def _descendants(pid: int) -> list[int]:
     except OSError:
         return []
     return children + [d for c in children for d in _descendants(c)]
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _rss(pid: int) -> int:
@@ -159,12 +173,12 @@ def drain(system: str, url: str, n: int, task: str, concurrency: int) -> dict[st
     launched = time.time()
     try:
         times = wait_all_done(system, client, ids)
-        after_rss = worker.rss_bytes()
+        after_rss, after_pss = worker.rss_bytes(), worker.pss_bytes()
     finally:
         worker.stop()
     first, last = min(times), max(times)
     return {"tasks_per_s": n / (last - first), "with_start_per_s": n / (last - launched),
-            "after_rss": after_rss}
+            "after_rss": after_rss, "after_pss": after_pss}
 
 
 def idle_rss(system: str, url: str, concurrency: int) -> int:

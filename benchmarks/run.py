@@ -40,7 +40,7 @@ class Sizes:
     latency: int = 1000
     commands: int = 2000
     http_seconds: float = 5.0
-    peers_drain: int = 20_000
+    peers_drain: int = 5000
 
 
 QUICK = Sizes(repeat=1, enqueue=200, drain=300, drain_c1=100, sleep=50, latency=30,
@@ -111,9 +111,11 @@ def run_all(url: str, sizes: Sizes) -> tuple[list[Line], list[dict[str, Any]]]:
     with_start = Line(f"drain {sizes.drain:,} no-op, concurrency 2, start-up included",
                       "tasks/s", True)
     rss_after = Line("worker RSS, concurrency 2, after the drain", "MB", False, "at most 1/2", 0.5)
+    pss_after = Line("worker PSS (shared pages counted once), after the drain", "MB", False)
     for system in SYSTEMS:
         with_start.samples[system] = [d["with_start_per_s"] for d in drains[system]]
         rss_after.samples[system] = [d["after_rss"] / 2**20 for d in drains[system]]
+        pss_after.samples[system] = [d["after_pss"] / 2**20 for d in drains[system]]
     lines += [with_start]
     add(Line(f"drain {sizes.drain_c1:,} no-op, concurrency 1", "tasks/s", True),
         lambda s: measure.drain(s, url, sizes.drain_c1, "noop", 1)["tasks_per_s"])
@@ -133,7 +135,7 @@ def run_all(url: str, sizes: Sizes) -> tuple[list[Line], list[dict[str, Any]]]:
     lines.append(p99)
     add(Line("worker RSS, concurrency 2, idle", "MB", False),
         lambda s: measure.idle_rss(s, url, 2) / 2**20)
-    lines.append(rss_after)
+    lines += [rss_after, pss_after]
     add(Line("HTTP POST (tutorial route) under gunicorn", "req/s", True, "at least 1.5x", 1.5),
         lambda s: http_rps(s, url, sizes.http_seconds))
     counts: dict[str, list[dict[str, float]]] = {s: [] for s in SYSTEMS}

@@ -11,7 +11,7 @@ from typing import Any, TypeVar, overload
 
 import redis
 
-from asyncq.broker import Broker, encode_message
+from asyncq.broker import MAX_ID_BYTES, Broker, encode_message
 from asyncq.config import Settings
 from asyncq.exceptions import ConfigurationError, NotRegistered
 from asyncq.keys import Keys
@@ -78,6 +78,8 @@ class AsyncQ:
             raise ValueError(f"priority must be a whole number from 0 to 9, not {priority!r}")
         if countdown is not None and not math.isfinite(countdown):
             raise ValueError(f"countdown must be a finite number of seconds, not {countdown!r}")
+        if task_id is not None and not 0 < len(task_id.encode()) <= MAX_ID_BYTES:
+            raise ValueError(f"task_id must be 1 to {MAX_ID_BYTES} bytes long")
         fresh = task_id is not None  # an id given by the caller may have an old record
         task_id = task_id or new_task_id()
         queue = queue or self.route(name)

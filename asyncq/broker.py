@@ -191,9 +191,10 @@ return 0
 """
 
 # KEYS: record.  ARGV: channel, then field/value pairs.  A custom state such as
-# PROGRESS; never overwrites a final state.
+# PROGRESS; never overwrites a final state, never creates a record.
 _UPDATE = _LUA_IS_FINAL + """
-if is_final(redis.call('HGET', KEYS[1], 'status')) then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or is_final(status) then return 0 end  -- no record: none is made (no TTL)
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PUBLISH', ARGV[1], 'update')
 return 1
@@ -265,6 +266,10 @@ class Message:
         for field in ("id", "task", "queue"):  # they become Redis keys: valid UTF-8 only
             if not body[field] or not _encodable(body[field]):
                 raise ValueError(f"field {field!r} is empty or not valid text")
+        if len(body["id"].encode()) > MAX_ID_BYTES:
+            raise ValueError(f"field 'id' is longer than {MAX_ID_BYTES} bytes")
+        if body.get("priority") is not None and body["priority"] not in range(10):
+            raise ValueError("field 'priority' is not one of 0-9")
         for field, kinds in _OPTIONAL.items():
             if body.get(field) is not None and not isinstance(body[field], kinds):
                 raise ValueError(f"field {field!r} has the wrong type")
@@ -303,6 +308,8 @@ def _encodable(text: str) -> bool:
         return False
     return True
 
+
+MAX_ID_BYTES = 64  # task ids up to this size (a uuid4 is 36); workers share them in memory
 
 _REQUIRED = {"id": str, "task": str, "args": list, "kwargs": dict, "queue": str}
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {

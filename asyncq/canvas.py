@@ -40,6 +40,9 @@ class Signature:
         self.app = app or current_app()
         self.immutable = immutable  # .si(): takes no result from a previous step
         self.options = options  # queue, priority
+        priority = options.get("priority")
+        if priority is not None and (not isinstance(priority, int) or priority not in range(10)):
+            raise ValueError(f"priority must be a whole number from 0 to 9, not {priority!r}")
 
     def __repr__(self) -> str:
         return f"{self.task}{'!' if self.immutable else ''}({self.args}, {self.kwargs})"

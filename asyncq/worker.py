@@ -27,7 +27,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from asyncq import states
-from asyncq.broker import Message, now, parse_json
+from asyncq.broker import MAX_ID_BYTES, Message, now, parse_json
 from asyncq.canvas import follow_ups, gathered_args
 from asyncq.exceptions import (
     EncodeError,
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("asyncq.worker")
 _fork = multiprocessing.get_context("fork")
-TASK_ID_SIZE = 64  # bytes of shared memory per child for the id of its running task
+TASK_ID_SIZE = MAX_ID_BYTES  # shared memory per child for the id of its running task
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -299,6 +299,11 @@ class Supervisor:
         self.deadlines = _fork.Array("d", self.concurrency, lock=False)
         self.running_ids = _fork.Array("c", self.concurrency * TASK_ID_SIZE, lock=False)
         self.next_due: float | None = None  # Unix time the next scheduled message is due
+        # Since when Redis has answered without a break. Dead workers are reaped only
+        # once every live worker has had time to beat again (two heartbeats and the
+        # longest backoff), so that a long outage, which lets every heartbeat lapse,
+        # does not make live workers recover each other's work.
+        self.connected_since: float | None = None
         self.timed_out: set[int] = set()
         self.terminated: set[int] = set()  # killed because their task was revoked
         self.outage = Outage(log)
@@ -381,6 +386,7 @@ class Supervisor:
     def on_child_exit(self, slot: int) -> None:
         process = self.children.pop(slot)
         process.join()
+        self.deadlines[slot] = 0.0  # not respawned during a shutdown: nothing to watch
         how = describe_exit(process.exitcode)
         if slot in self.timed_out:
             self.timed_out.discard(slot)
@@ -414,7 +420,7 @@ class Supervisor:
             start = slot * TASK_ID_SIZE
             task_id = bytes(self.running_ids[start:start + TASK_ID_SIZE]).rstrip(b"\0")
             if task_id:
-                running[slot] = task_id.decode()
+                running[slot] = task_id.decode(errors="replace")
         if not running:
             return
         pipe = self.app.broker.client.pipeline(transaction=False)
@@ -535,6 +541,9 @@ class Supervisor:
         once and leaves a worker alone again as soon as its heartbeat is back.
         """
         keys, client = self.app.keys, self.app.broker.client
+        settle = 2 * self.app.conf.worker_heartbeat_interval + self.outage.max_delay
+        if self.connected_since is None or time.monotonic() - self.connected_since < settle:
+            return  # after an outage every heartbeat may have lapsed: let the others beat first
         try:
             known = {k.decode(): int(v) for k, v in client.hgetall(keys.workers()).items()}
             known.pop(self.worker_id, None)
@@ -577,8 +586,11 @@ class Supervisor:
             pipe.execute()
         except REDIS_DOWN as exc:
             self.outage.failed(exc)
+            self.connected_since = None
         else:
             self.outage.ok()
+            if self.connected_since is None:
+                self.connected_since = time.monotonic()
 
     def say_goodbye(self) -> None:
         """Leave the registry, unless messages are still held (then others recover them)."""

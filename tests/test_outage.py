@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -67,3 +68,28 @@ def test_redis_restart_loses_nothing(aof_redis, aof_app, start_worker, start_gun
     assert sleep.delay(0.01).get(timeout=15) == 0.01
     assert sum("Redis unreachable" in line for line in worker.lines) <= 3  # 1 supervisor + 2
     assert "Traceback" not in "\n".join(worker.lines[outage_start:])
+
+
+def test_a_long_outage_does_not_make_live_workers_recover_each_other(
+        aof_redis, aof_app, start_worker):
+    # Given two live workers, each running a task
+    env = {"ASYNCQ_BROKER_URL": aof_redis.url}
+    workers = [start_worker(f"--hostname={name}@test", env=env) for name in ("a", "b")]
+    tasks = [sleep.delay(5) for _ in workers]
+    for worker in workers:
+        worker.wait_for(r"Task tests\.sleep\[.*\] received")
+
+    # When Redis is away for longer than the heartbeat lapse (3 s here), so that every
+    # worker's heartbeat key has expired when it comes back
+    aof_redis.stop()
+    time.sleep(3.5)  # the awaited thing is the clock itself: the lapse must pass
+    aof_redis.start()
+
+    # Then each task still runs once, to SUCCESS, and no worker recovered the other
+    for result in tasks:
+        assert result.get(timeout=30) == 5
+    for worker in workers:
+        assert "lost its heartbeat" not in worker.output
+        assert "held by a lost child" not in worker.output
+    for result in tasks:
+        assert "redeliveries" not in aof_app.broker.record(result.id)

@@ -79,18 +79,43 @@ if not status then redis.call('EXPIRE', KEYS[1], ARGV[4]) end  -- else it kept i
 return false
 """
 
-# KEYS: record, in-flight list.  ARGV: message, result ttl (0 = delete the
-# record), channel, the notice for it, then the record's new field/value pairs.
+# KEYS: record, in-flight list, then the keys the follow-ups name.  ARGV:
+# message, result ttl (0 = delete the record), channel, the notice for it, a
+# canvas step's follow-ups as JSON ('' = none), then the record's new
+# field/value pairs.  The follow-ups (queue the next step of a chain, count a
+# chord member and queue its body when complete, fail the rest after a failed
+# step) happen only if this call stored the final state: a stray copy of the
+# message, or a step revoked while it ran, sets nothing in motion.
 _FINISH = _LUA_IS_FINAL + """
+local function follow(after)
+  for _, push in ipairs(after.push) do redis.call('LPUSH', KEYS[push[1]], push[2]) end
+  for _, fail in ipairs(after.fail) do
+    local key = KEYS[fail[1]]
+    if not is_final(redis.call('HGET', key, 'status')) then
+      redis.call('HSET', key, unpack(fail[2]))
+      redis.call('EXPIRE', key, fail[3])
+      redis.call('PUBLISH', fail[4], 'final')
+    end
+  end
+  local chord = after.chord  -- {members set, member id, ttl, size, body queue, body}
+  if chord then
+    local added = redis.call('SADD', KEYS[chord[1]], chord[2])
+    redis.call('EXPIRE', KEYS[chord[1]], chord[3])
+    if added == 1 and redis.call('SCARD', KEYS[chord[1]]) == chord[4] then
+      redis.call('LPUSH', KEYS[chord[5]], chord[6])
+    end
+  end
+end
 local stored = 0
 if not is_final(redis.call('HGET', KEYS[1], 'status')) then
   if ARGV[2] == '0' then
     redis.call('DEL', KEYS[1])
   else
-    redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+    redis.call('HSET', KEYS[1], unpack(ARGV, 6))
     redis.call('EXPIRE', KEYS[1], ARGV[2])
   end
   redis.call('PUBLISH', ARGV[3], ARGV[4])
+  if ARGV[5] ~= '' then follow(cjson.decode(ARGV[5])) end
   stored = 1
 end
 redis.call('LREM', KEYS[2], 1, ARGV[1])
@@ -175,19 +200,6 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], 'final')
 return 1
-"""
-
-# KEYS: the chord's set of finished members, the body's queue.  ARGV: member
-# id, chord size, body message, ttl.  The member that completes the set queues
-# the body; a repeated member adds nothing, so the body is queued once.
-_CHORD_MEMBER_DONE = """
-local added = redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-if added == 1 and redis.call('SCARD', KEYS[1]) == tonumber(ARGV[2]) then
-  redis.call('LPUSH', KEYS[2], ARGV[3])
-  return 1
-end
-return 0
 """
 
 # KEYS: record.  ARGV: channel, then field/value pairs.  A custom state such as
@@ -365,7 +377,6 @@ class Broker:
         self._retry = client.register_script(_RETRY)
         self._move_due = client.register_script(_MOVE_DUE)
         self._end = client.register_script(_END)
-        self._chord_member_done = client.register_script(_CHORD_MEMBER_DONE)
         self._take = client.register_script(_TAKE)
 
     # -- 1. enqueue ---------------------------------------------------------
@@ -468,28 +479,35 @@ class Broker:
                keep_result: bool = True, after: FollowUps | None = None) -> bool:
         """Store the final state and ack in one script; False if a final state was there.
 
-        ``after`` holds a canvas step's follow-ups (queue the next step, count a chord
-        member, fail the rest): they join the same MULTI. Each is harmless if repeated,
-        so a duplicate delivery that re-sends them changes nothing.
+        ``after`` holds a canvas step's follow-ups; the same script applies them, and
+        only when it stored this step's final state (see ``_FINISH``).
         """
+        keys = [self.keys.task(message.id), inflight]
+        plan = self._follow_up_plan(after, keys) if after else ""
         pairs = [item for pair in fields.items() for item in pair]
-        finish_args = {"keys": [self.keys.task(message.id), inflight],
-                       "args": [message.raw, self.result_ttl if keep_result else 0,
-                                self.keys.done_channel(message.id), final_notice(fields),
-                                *pairs]}
-        if after is None:
-            return bool(self._finish(**finish_args))
-        pipe = self.client.pipeline(transaction=True)
-        self._finish(**finish_args, client=pipe)
-        for key, next_message in after.push:
-            pipe.lpush(key, next_message)
-        for task_id, failure in after.fail:
-            self._end_with(pipe, task_id, failure, self.result_ttl)
+        return bool(self._finish(
+            keys=keys,
+            args=[message.raw, self.result_ttl if keep_result else 0,
+                  self.keys.done_channel(message.id), final_notice(fields), plan, *pairs]))
+
+    def _follow_up_plan(self, after: FollowUps, keys: list[str]) -> str:
+        """The follow-ups as JSON for ``_FINISH``, naming keys by their place in ``keys``
+        (which it extends), so that the script touches only keys it was given."""
+        def place(key: str) -> int:
+            keys.append(key)
+            return len(keys)
+
+        plan: dict[str, Any] = {
+            "push": [[place(key), body.decode()] for key, body in after.push],
+            "fail": [[place(self.keys.task(task_id)),
+                      [item for pair in failure.items() for item in pair],
+                      self.result_ttl, self.keys.done_channel(task_id)]
+                     for task_id, failure in after.fail]}
         if after.chord_member:
             members, member, size, body_queue, body = after.chord_member
-            self._chord_member_done(keys=[members, body_queue],
-                                    args=[member, size, body, self.record_ttl], client=pipe)
-        return bool(pipe.execute()[0])
+            plan["chord"] = [place(members), member, self.record_ttl, size, place(body_queue),
+                             body.decode()]
+        return json.dumps(plan)
 
     def _end_with(self, client: Any, task_id: str, fields: Mapping[str, str], ttl: int) -> Any:
         pairs = [item for pair in fields.items() for item in pair]

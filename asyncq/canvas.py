@@ -3,7 +3,7 @@
 How they travel: every step gets its id, and a PENDING record, when the whole
 canvas is submitted (one MULTI). A chain's first message carries the steps
 still to come; when a step succeeds, its worker queues the next one with the
-result as its first argument, in the same MULTI that stores the step's result.
+result as its first argument, in the same script that stores the step's result.
 A chord's members carry the body; each member that succeeds adds its id to a
 set, and the member that completes the set queues the body, which gathers the
 members' results. A failing step ends the rest of its chain, or its chord's
@@ -207,7 +207,7 @@ class GroupResult:
                       propagate=propagate) for r in self.results]
 
 
-# -- what a worker does after a step: follow-ups, in the finish's MULTI ------
+# -- what a worker does after a step: follow-ups, applied by the finish script --
 @dataclass
 class FollowUps:
     """Redis writes that come with storing one step's final state."""

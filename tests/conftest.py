@@ -64,7 +64,8 @@ class Process:
         self.args = args
         self.popen = subprocess.Popen(
             args, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)  # its own process group, so stop() can end all of it
         self.lines: list[str] = []
         self.closed = False
         self._new: queue.Queue[str | None] = queue.Queue()
@@ -123,17 +124,18 @@ class Process:
                                  f"output:\n{self.output}") from None
 
     def stop(self) -> None:
-        """SIGTERM (SIGKILL after 15 s), then release the pipe."""
+        """SIGTERM (after 15 s, SIGKILL to its whole process group), then release the pipe."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(15)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
         self._reader.join(5)
-        if self.popen.stdout:
-            self.popen.stdout.close()
+        if self.popen.stdout and not self._reader.is_alive():
+            self.popen.stdout.close()  # closing under a blocked reader would hang
 
 
 def asyncq_command(*args: str) -> list[str]:

@@ -262,7 +262,7 @@ def test_a_message_with_a_priority_goes_back_to_its_priority_list(
     assert client.lrange(QUEUE + ":p7", 0, -1) == [message]
     # and the one no worker would look for stays, saying why
     assert done.returncode == 1
-    assert "far-out (tests.add): priority 42 is not one of 0-9" in done.stderr
+    assert "far-out (tests.add): field 'priority' is not one of 0-9" in done.stderr
     assert client.lrange(DEAD_LETTERS, 0, -1) == [far_out]
     # and a worker runs the requeued one
     start_worker()

@@ -776,3 +776,24 @@ def test_rest_shows_a_retrying_task_as_retry_with_its_reason(api, fapp, worker):
     assert view["error"]["message"] == "try 1 failed"
     assert result.get(timeout=15) == 2
 
+
+
+def test_a_chain_step_revoked_while_it_runs_sets_nothing_in_motion(fapp, client, worker):
+    # given a chain whose first step blocks until released
+    w = worker()
+    gate, marks = key("gate"), key("marks")
+    result = chain(block.si(gate), mark.s(marks)).apply_async()
+    first = result.parent
+    w.wait_for(rf"Task features\.block\[{first.id}\] received")
+
+    # when that step is revoked (without terminate) while it runs, then released
+    assert first.revoke() is True
+    client.set(gate, 1)
+    w.wait_for(rf"Task features\.block\[{first.id}\] succeeded")
+
+    # then it stays REVOKED and the next step is never queued, let alone run
+    assert first.state == "REVOKED"
+    assert mark.delay("after", marks).get(timeout=15) == "after"  # the worker went on
+    assert client.lrange(marks, 0, -1) == [b"after"]
+    assert received(w, "features.mark", result.id) == 0
+    assert result.state == "PENDING"

@@ -14,7 +14,7 @@ import redis
 from asyncq.broker import MAX_ID_BYTES, Broker, encode_message
 from asyncq.config import Settings
 from asyncq.exceptions import ConfigurationError, NotRegistered
-from asyncq.keys import Keys
+from asyncq.keys import PRIORITIES, Keys
 from asyncq.result import AsyncResult
 from asyncq.task import Task, as_timestamp, new_task_id
 
@@ -74,7 +74,7 @@ class AsyncQ:
                   expires: datetime | float | None = None, priority: int | None = None
                   ) -> AsyncResult:
         """Queue a task by name; it need not be registered here, only on the workers."""
-        if priority is not None and (not isinstance(priority, int) or not 0 <= priority <= 9):
+        if priority is not None and (not isinstance(priority, int) or priority not in PRIORITIES):
             raise ValueError(f"priority must be a whole number from 0 to 9, not {priority!r}")
         if countdown is not None and not math.isfinite(countdown):
             raise ValueError(f"countdown must be a finite number of seconds, not {countdown!r}")

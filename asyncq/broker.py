@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from asyncq import states
-from asyncq.keys import Keys
+from asyncq.keys import PRIORITIES, Keys
 from asyncq.serialization import dumps
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ return 1
 # EXISTS skips a queue's priority lists when all are empty.  A child takes no
 # more than its fair share of what waits in a list, so a shallow queue is
 # spread over the children rather than hoarded by one.  Returns the messages
-# in the order they should run.
+# in the order they should run.  (Ten lists per queue: keys.PRIORITIES.)
 _TAKE = """
 local want, share, taken = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
 local function take_from(list)
@@ -280,7 +280,7 @@ class Message:
                 raise ValueError(f"field {field!r} is empty or not valid text")
         if len(body["id"].encode()) > MAX_ID_BYTES:
             raise ValueError(f"field 'id' is longer than {MAX_ID_BYTES} bytes")
-        if body.get("priority") is not None and body["priority"] not in range(10):
+        if body.get("priority") is not None and body["priority"] not in PRIORITIES:
             raise ValueError("field 'priority' is not one of 0-9")
         for field, kinds in _OPTIONAL.items():
             if body.get(field) is not None and not isinstance(body[field], kinds):
@@ -395,23 +395,18 @@ class Broker:
         a None message writes the PENDING record only (a later step of a canvas)."""
         pipe = self.client.pipeline(transaction=True)
         for task_id, task, queue, message, priority in entries:
-            self._write_pending(pipe, task_id, task, queue, None)
+            self._write_pending(pipe, task_id, task, queue)
             if message is not None:
-                self._push(pipe, queue, priority, message)
+                pipe.lpush(self.keys.queue(queue, priority), message)
         pipe.execute()
 
-    def _write_pending(self, pipe: Pipeline, task_id: str, task: str, queue: str,
-                       eta: float | None) -> None:
+    def _write_pending(self, pipe: Pipeline, task_id: str, task: str, queue: str) -> None:
+        """The PENDING record, as _ENQUEUE writes it, for a MULTI of many tasks."""
         record = self.keys.task(task_id)
         fields = {"status": states.PENDING, "task": task, "queue": queue, "submitted_at": now()}
-        if eta is not None:
-            fields["eta"] = f"{eta:.6f}"
         pipe.delete(record)
         pipe.hset(record, mapping=fields)
         pipe.expire(record, self.record_ttl)
-
-    def _push(self, pipe: Pipeline, queue: str, priority: int, message: bytes) -> None:
-        pipe.lpush(self.keys.queue(queue, priority), message)
 
     def move_due(self, limit: int = 500) -> float | None:
         """Queue the scheduled messages now due; returns when the next one is due."""
@@ -443,7 +438,7 @@ class Broker:
         list is empty, block (BLMOVE) on the first queue's own list for up to ``timeout``.
         """
         lists = [self.keys.queue(queue, priority) for queue in queues
-                 for priority in (9, 8, 7, 6, 5, 4, 3, 2, 1, 0)]
+                 for priority in reversed(PRIORITIES)]
         taken = self._take(keys=[inflight, *lists], args=[prefetch, share])
         if taken:
             return taken
@@ -578,7 +573,7 @@ class Broker:
 
     def purge(self, queue: str) -> int:
         """Delete every message waiting in a queue (all priorities); returns how many."""
-        lists = [self.keys.queue(queue, priority) for priority in range(10)]
+        lists = [self.keys.queue(queue, priority) for priority in PRIORITIES]
         pipe = self.client.pipeline(transaction=True)
         for key in lists:
             pipe.llen(key)
@@ -590,7 +585,8 @@ class Broker:
         pipe = self.client.pipeline(transaction=False)
         names = list(queues)
         for name in names:
-            for priority in range(10):
+            for priority in PRIORITIES:
                 pipe.llen(self.keys.queue(name, priority))
-        counts = pipe.execute()
-        return {name: sum(counts[i * 10:(i + 1) * 10]) for i, name in enumerate(names)}
+        counts, per_queue = pipe.execute(), len(PRIORITIES)
+        return {name: sum(counts[i * per_queue:(i + 1) * per_queue])
+                for i, name in enumerate(names)}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from asyncq import states
 from asyncq.broker import Message, encode_body
+from asyncq.keys import PRIORITIES
 from asyncq.result import AsyncResult
 from asyncq.task import new_task_id
 
@@ -41,7 +42,7 @@ class Signature:
         self.immutable = immutable  # .si(): takes no result from a previous step
         self.options = options  # queue, priority
         priority = options.get("priority")
-        if priority is not None and (not isinstance(priority, int) or priority not in range(10)):
+        if priority is not None and (not isinstance(priority, int) or priority not in PRIORITIES):
             raise ValueError(f"priority must be a whole number from 0 to 9, not {priority!r}")
 
     def __repr__(self) -> str:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from asyncq import states
 from asyncq.broker import Message, now
 from asyncq.exceptions import NotRegistered, exception_type_name
+from asyncq.keys import PRIORITIES
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 # means the task ran (or is queued) through another copy of the message.
 NOT_REGISTERED = exception_type_name(NotRegistered())
 
-# Priorities workers take from (``Broker.fetch``).
-PRIORITIES = range(10)
 
 # KEYS: dead-letter list, task record, queue list (the one for the message's
 # priority).  ARGV: message, task name, queue name, submitted_at, record ttl,

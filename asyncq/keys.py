@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Message priorities: 0 (each queue's own list) to 9, higher runs first.
+PRIORITIES = range(10)
+
 
 @dataclass(frozen=True)
 class Keys:

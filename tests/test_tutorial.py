@@ -10,11 +10,13 @@ sleeps the tutorial's 30 seconds, so this test takes about half a minute.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.conftest import ROOT, Process, http, wait_until_listening
 
@@ -33,6 +35,18 @@ def tutorial_files() -> dict[str, str]:
         if name:
             files.setdefault(name, []).extend(line for line in lines if line.strip() != "...")
     return {name: "\n".join(lines) + "\n" for name, lines in files.items()}
+
+
+def redis_state(task_id: str) -> dict[str, object]:
+    """Where a task's message and record are, for a failure message."""
+    client = redis.Redis.from_url(os.environ["ASYNCQ_BROKER_URL"])
+    state = {key.decode(): client.type(key).decode() for key in client.scan_iter("{asyncq}:*")}
+    state["queue"] = client.lrange("{asyncq}:queue:celery", 0, -1)
+    state["dead"] = client.lrange("{asyncq}:dead", 0, -1)
+    state["record"] = client.hgetall(f"{{asyncq}}:task:{task_id}")
+    state["workers"] = client.hgetall("{asyncq}:workers")
+    client.close()
+    return state
 
 
 @pytest.fixture
@@ -74,7 +88,10 @@ def test_tutorial_runs_unchanged_on_asyncq(tutorial_dir: Path):
         task_id = body["task_id"]
 
         # While it runs: {"task_status":"STARTED"}
-        worker.wait_for(rf"long_running_task\[{task_id}\] received")
+        try:
+            worker.wait_for(rf"long_running_task\[{task_id}\] received")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nwhere the message is: {redis_state(task_id)}") from None
         assert http("GET", f"{base}/async_long_running_task/{task_id}")[2] == {
             "task_status": "STARTED"}
         assert http("GET", f"{base}/async_long_running_task/{task_id}/result")[2] == {

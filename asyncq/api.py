@@ -7,7 +7,9 @@ Two sets of routes:
   ``GET /<route>/<id>/result`` gives ``{"task_result"}`` once it succeeded;
 * generic ones for every registered task: ``GET /tasks``,
   ``POST /tasks/<name>`` with JSON ``{"args": [...], "kwargs": {...}}``,
-  ``GET /results/<id>`` and ``GET /health``.
+  ``GET /results/<id>`` and ``GET /health``;
+* for watching (``asyncq.dashboard``): ``/dashboard``, ``/inspect``, ``/events``
+  and ``/metrics``.
 
 Bad input gets a JSON error and a 4xx status, never a 500; an unreachable
 Redis gets 503.
@@ -33,6 +35,7 @@ from werkzeug.exceptions import HTTPException
 
 from asyncq import states
 from asyncq.app import AsyncQ
+from asyncq.dashboard import PUBLIC_ENDPOINTS, monitor_routes
 from asyncq.exceptions import ConfigurationError, EncodeError
 from asyncq.openapi import describe_api
 from asyncq.serialization import loads
@@ -49,6 +52,7 @@ def create_app(celery: AsyncQ, routes: Mapping[str, str] | None = None) -> Flask
     if token is not None:
         require_token(app, token)
     app.register_blueprint(generic_routes())
+    app.register_blueprint(monitor_routes())
     for route, task_name in (routes or {}).items():
         app.register_blueprint(tutorial_routes(route, task_name))
     install_error_handlers(app)
@@ -92,7 +96,8 @@ def require_token(app: Flask, token: str) -> None:
 
     @app.before_request
     def check_token() -> tuple[Response, int] | None:
-        if request.endpoint == "asyncq.health" and request.method in ("GET", "HEAD"):
+        if request.endpoint in ("asyncq.health", *PUBLIC_ENDPOINTS) \
+                and request.method in ("GET", "HEAD"):
             return None
         scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
@@ -150,10 +155,23 @@ def describe(task_id: str, record: Mapping[str, str]) -> dict[str, Any]:
                          "traceback": record.get("traceback", "")}
     if "meta" in record:
         view["meta"] = loads(record["meta"])
-    for field in ("worker", "submitted_at", "started_at", "finished_at", "redeliveries"):
+    for field in ("queue", "worker", "submitted_at", "started_at", "finished_at", "runtime",
+                  "redeliveries", "retries"):
         if field in record:
             view[field] = record[field]
+    view.update(call_of(record))
     return view
+
+
+def call_of(record: Mapping[str, str]) -> dict[str, Any]:
+    """The task's args and kwargs, kept in the record when ``result_extended`` is on."""
+    try:
+        message = json.loads(record["message"]) if "message" in record else None
+    except ValueError:
+        return {}
+    if not isinstance(message, dict):
+        return {}
+    return {key: message[key] for key in ("args", "kwargs") if key in message}
 
 
 # -- generic routes ---------------------------------------------------------

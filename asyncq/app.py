@@ -120,8 +120,9 @@ class AsyncQ:
     def broker(self) -> Broker:
         """The Broker, connected on first use (and again after a fork)."""
         if self._broker is None:
+            events = self.conf.events_max_length if self.conf.worker_send_task_events else 0
             self._broker = Broker(self.connect(), self.keys, self.conf.task_record_ttl,
-                                  self.conf.result_expires)
+                                  self.conf.result_expires, events)
         return self._broker
 
     def connect(self) -> redis.Redis:

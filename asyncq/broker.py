@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from asyncq import states
+from asyncq.events import Events
 from asyncq.keys import PRIORITIES, Keys
 from asyncq.serialization import dumps
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
+    from redis.commands.core import Script
 
     from asyncq.canvas import FollowUps
 
@@ -62,7 +64,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 """
 
 # KEYS: record, in-flight list.  ARGV: message, worker id, now, record ttl,
-# acks_late flag, status to show ('STARTED', or '' to leave it as it is).
+# acks_late flag, status to show ('STARTED', or '' to leave it as it is), '1' to
+# keep the message in the record (result_extended: args for the dashboard).
 _START = _LUA_IS_FINAL + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if is_final(status) then
@@ -75,6 +78,7 @@ if ARGV[6] ~= '' then
 else
   redis.call('HSET', KEYS[1], 'worker', ARGV[2], 'started_at', ARGV[3], 'acks_late', ARGV[5])
 end
+if ARGV[7] == '1' then redis.call('HSET', KEYS[1], 'message', ARGV[1]) end
 if not status then redis.call('EXPIRE', KEYS[1], ARGV[4]) end  -- else it kept its TTL
 return false
 """
@@ -362,11 +366,13 @@ def now() -> str:
 class Broker:
     """All of asyncq's Redis traffic: queues (lists) and task records (hashes)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, record_ttl: int, result_ttl: int):
+    def __init__(self, client: redis.Redis, keys: Keys, record_ttl: int, result_ttl: int,
+                 events_max_length: int = 0):
         self.client = client
         self.keys = keys
         self.record_ttl = record_ttl  # safety TTL while a task is queued or running
         self.result_ttl = result_ttl  # how long final results are kept
+        self.events = Events(client, keys, events_max_length)  # notes ride along with fetch
         self._waiters = threading.local()  # one pub/sub connection per thread, for get()
         self._enqueue = client.register_script(_ENQUEUE)
         self._start = client.register_script(_START)
@@ -439,7 +445,7 @@ class Broker:
         """
         lists = [self.keys.queue(queue, priority) for queue in queues
                  for priority in reversed(PRIORITIES)]
-        taken = self._take(keys=[inflight, *lists], args=[prefetch, share])
+        taken = self.run_with_events(self._take, [inflight, *lists], [prefetch, share])
         if taken:
             return taken
         raw = self.client.blmove(self.keys.queue(queues[0]), inflight, timeout, "RIGHT", "LEFT")
@@ -447,14 +453,38 @@ class Broker:
 
     # -- 3. start -----------------------------------------------------------
     def start(self, message: Message, inflight: str, worker_id: str, acks_late: bool,
-              track_started: bool) -> str | None:
+              track_started: bool, extended: bool = False) -> str | None:
         """Record that a child began the task; returns the final state instead if it has one."""
-        final = self._start(
-            keys=[self.keys.task(message.id), inflight],
-            args=[message.raw, worker_id, now(), self.record_ttl, int(acks_late),
-                  states.STARTED if track_started else ""],
-        )
+        final = self.run_with_events(
+            self._start, [self.keys.task(message.id), inflight],
+            [message.raw, worker_id, now(), self.record_ttl, int(acks_late),
+             states.STARTED if track_started else "", int(extended)])
         return final.decode() if final else None
+
+    def run_with_events(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """Run a script, sending this process's task events in the same round trip.
+
+        EVALSHA in a plain pipeline: redis-py's own script-in-pipeline support
+        asks SCRIPT EXISTS first, which would cost the round trip we save. A
+        script Redis has forgotten (it restarted) is loaded and run again.
+        """
+        if not self.events.notes:
+            return script(keys=keys, args=args)
+        pipe = self.client.pipeline(transaction=False)
+        sending = self.events.send_in(pipe)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        observed, result = pipe.execute(raise_on_error=False)
+        if isinstance(observed, redis.exceptions.NoScriptError):
+            self.events.flush(self.client)  # Script objects load themselves when called
+        elif isinstance(observed, Exception):
+            raise observed
+        else:
+            self.events.sent(sending)
+        if isinstance(result, redis.exceptions.NoScriptError):
+            return script(keys=keys, args=args)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def update_state(self, task_id: str, state: str, meta: Any) -> bool:
         """Store a custom state (such as PROGRESS) and its meta as their own fields.
@@ -520,7 +550,13 @@ class Broker:
 
     def revoke(self, task_id: str, fields: Mapping[str, str]) -> bool:
         """End a task REVOKED unless it is already final; False if it was."""
-        return bool(self._end_with(self.client, task_id, fields, self.record_ttl))
+        if not self._end_with(self.client, task_id, fields, self.record_ttl):
+            return False
+        name = self.client.hget(self.keys.task(task_id), "task")
+        self.events.note("revoked", task_id, name.decode() if name else "?",
+                         count=states.REVOKED, reason=fields.get("exc_message"))
+        self.events.flush(self.client)
+        return True
 
     def dead_letter(self, raw: bytes, inflight: str, failure: Mapping[str, str] | None,
                     task_id: str | None) -> None:

@@ -26,6 +26,7 @@ class Settings:
     task_track_started: bool = True  # show STARTED while a task runs (Celery: False)
     task_acks_late: bool = False  # ack after the task ends, so a dead child's task reruns
     task_redelivery_limit: int = 3  # acks-late redeliveries after a lost worker, then FAILURE
+    result_extended: bool = True  # keep args and kwargs in the record (Celery: False)
     result_expires: int = DAY  # seconds a final result is kept (Celery: one day)
     task_record_ttl: int = 7 * DAY  # safety TTL of records of queued or running tasks
     task_serializer: str = "json"  # accepted for Celery code; only json exists
@@ -39,6 +40,8 @@ class Settings:
     worker_heartbeat_interval: float = 2.0  # seconds between a worker's heartbeats
     worker_lost_after: float = 20.0  # seconds without a heartbeat before others recover its tasks
     worker_fetch_timeout: float = 1.0  # seconds a child blocks on BLMOVE before looking round
+    worker_send_task_events: bool = True  # task events on a capped stream (Celery: False)
+    events_max_length: int = 10_000  # events kept in the stream (approximately)
     key_prefix: str = "asyncq"  # hash tag and prefix of every Redis key
     api_max_content_length: int = 1024 * 1024  # bytes; larger REST bodies get 413
 

@@ -41,6 +41,10 @@ class Keys:
         """List of messages one child process has taken but not yet acknowledged."""
         return f"{self.tag}:inflight:{worker_id}:{slot}"
 
+    def inflight_owner(self, inflight: str) -> str:
+        """The worker id in an in-flight list's key."""
+        return inflight[len(f"{self.tag}:inflight:"):].rsplit(":", 1)[0]
+
     def worker(self, worker_id: str) -> str:
         """Hash describing a live worker; its TTL is the heartbeat."""
         return f"{self.tag}:worker:{worker_id}"
@@ -62,3 +66,14 @@ class Keys:
         """List of messages that could not be run (garbled, unregistered task)."""
         return f"{self.tag}:dead"
 
+    def events(self) -> str:
+        """Stream of task events (received, started, succeeded, ...), capped in length."""
+        return f"{self.tag}:events"
+
+    def counters(self) -> str:
+        """Hash of counters: tasks per name and state, runtime buckets, tasks per worker."""
+        return f"{self.tag}:counters"
+
+    def throughput(self, slice_start: int) -> str:
+        """Hash of tasks per state that ended in one 5-second slice (Unix time it starts)."""
+        return f"{self.tag}:throughput:{slice_start}"

@@ -138,6 +138,8 @@ class Child:
                     self.busy = False
         except _Stop:
             pass
+        with suppress(*REDIS_DOWN):
+            self.app.broker.events.flush(self.app.broker.client)  # the last task's events
 
     def fetch(self) -> list[bytes]:
         """Take the next messages (up to worker_prefetch_multiplier); queues are rotated
@@ -167,7 +169,7 @@ class Child:
             return value
 
     def handle(self, raw: bytes) -> None:
-        broker = self.app.broker
+        broker, events = self.app.broker, self.app.broker.events
         try:
             message = Message.decode(raw)
             task = self.app.registered(message.task)
@@ -176,23 +178,47 @@ class Child:
             return
         if message.expires is not None and time.time() > message.expires:
             log.warning("Task %s[%s] expired before it started: revoked", task.name, message.id)
-            self.persist(lambda: broker.finish(message, self.inflight, revoked_fields("expired")))
+            fields = revoked_fields("expired")
+            if self.persist(lambda: broker.finish(message, self.inflight, fields)):
+                self.note_end(message, fields)
             return
+        events.note("received", message.id, task.name, self.worker_id, retries=message.retries)
+        if task.track_started:
+            events.note("started", message.id, task.name, self.worker_id)
         final = self.persist(lambda: broker.start(message, self.inflight, self.worker_id,
-                                                  task.acks_late, task.track_started))
+                                                  task.acks_late, task.track_started,
+                                                  self.app.conf.result_extended))
         if final:
             log.warning("Task %s[%s] already %s: not run again", task.name, message.id, final)
+            events.note("rejected", message.id, task.name, self.worker_id,
+                        reason=f"already {final}")
             return
         log.info("Task %s[%s] received", task.name, message.id)
         self.show_running(message.id)
+        began = time.monotonic()
         fields, retry_at = self.execute(task, message)
+        runtime = time.monotonic() - began
         self.show_running("")
         if retry_at is not None:
-            self.persist(lambda: broker.retry(message, self.inflight, retry_at, fields))
+            if self.persist(lambda: broker.retry(message, self.inflight, retry_at, fields)):
+                self.note_end(message, fields, runtime)
             return
         after = follow_ups(self.app, message, fields)  # a canvas's next step, if any
-        self.persist(lambda: broker.finish(message, self.inflight, fields,
-                                           keep_result=not task.ignore_result, after=after))
+        if self.persist(lambda: broker.finish(message, self.inflight, fields,
+                                              keep_result=not task.ignore_result, after=after)):
+            self.note_end(message, fields, runtime)
+
+    def note_end(self, message: Message, fields: dict[str, str],
+                 runtime: float | None = None) -> None:
+        """An event for the state the task just stored; it is counted too."""
+        status = fields["status"]
+        kind = _EVENT_OF_STATE.get(status, status.lower())
+        error = f"{fields['exc_type']}: {fields.get('exc_message', '')}" \
+            if "exc_type" in fields else None
+        self.app.broker.events.note(
+            kind, message.id, message.task, self.worker_id, count=status, runtime=runtime,
+            result=_shorten(fields["result"]) if "result" in fields else None,
+            exception=_shorten(error) if error else None, eta=fields.get("eta"))
 
     def show_running(self, task_id: str) -> None:
         """Let the supervisor see which task this child runs (to terminate it on revoke)."""
@@ -261,22 +287,34 @@ class Child:
         log.error("Message set aside in the dead-letter list (task id %s): %s", task_id, exc)
         failure = failure_fields(exc) if task_id else None
         self.persist(lambda: self.app.broker.dead_letter(raw, self.inflight, failure, task_id))
+        if task_id and failure:
+            self.app.broker.events.note(
+                "failed", task_id, _guess_field(raw, "task") or "?", self.worker_id,
+                count=states.FAILURE, exception=_shorten(f"{type(exc).__name__}: {exc}"))
 
 
 def _guess_id(raw: bytes) -> str | None:
     """The task id of a message that is otherwise unusable, when one can be read."""
+    return _guess_field(raw, "id")
+
+
+def _guess_field(raw: bytes, name: str) -> str | None:
     try:
         body = parse_json(raw)
     except ValueError:
         return None
-    task_id = body.get("id") if isinstance(body, dict) else None
-    if not isinstance(task_id, str) or not task_id:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value:
         return None
     try:
-        task_id.encode()
+        value.encode()
     except UnicodeEncodeError:
         return None
-    return task_id
+    return value
+
+
+_EVENT_OF_STATE = {states.SUCCESS: "succeeded", states.FAILURE: "failed",
+                   states.RETRY: "retried", states.REVOKED: "revoked"}
 
 
 def _shorten(text: str, limit: int = 200) -> str:
@@ -521,6 +559,12 @@ class Supervisor:
                                      self.app.conf.task_redelivery_limit, failure)
             log.warning("Task %s[%s] held by a lost child: %s", message.task, message.id, outcome)
             handled += outcome in ("requeued", "failed")
+            if outcome in ("requeued", "failed"):
+                broker.events.note(
+                    outcome, message.id, message.task, self.app.keys.inflight_owner(inflight),
+                    count=states.FAILURE if outcome == "failed" else None,
+                    exception=f"{type(error).__name__}: {error}" if outcome == "failed" else None)
+        broker.events.flush(broker.client)
         return handled
 
     def recover_own_leftovers(self) -> None:

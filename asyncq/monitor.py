@@ -1,0 +1,217 @@
+"""What is going on, read from Redis: workers, queues, counters, recent tasks, events.
+
+One reader for every view: ``asyncq inspect`` and ``GET /inspect`` show
+``Monitor.snapshot()``, the dashboard polls it, ``asyncq events`` and the
+dashboard's task list read the event stream, and /metrics renders the counters.
+Nothing here writes; each view costs a few pipelined reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from asyncq import states
+from asyncq.broker import Message
+from asyncq.events import SLICE
+
+if TYPE_CHECKING:
+    from asyncq.app import AsyncQ
+
+
+@dataclass
+class Counters:
+    """The counters hash, parsed: cumulative since the counters were last reset."""
+
+    tasks: dict[tuple[str, str], int] = field(default_factory=dict)  # (name, state) -> n
+    runtime_buckets: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> le -> n
+    runtime_sums: dict[str, float] = field(default_factory=dict)  # name -> seconds
+    done: dict[str, int] = field(default_factory=dict)  # worker id -> tasks ended
+
+    def by_state(self) -> dict[str, int]:
+        totals: dict[str, int] = defaultdict(int)
+        for (_, state), count in self.tasks.items():
+            totals[state] += count
+        return dict(totals)
+
+
+class Monitor:
+    """Reads the state of one app's queues and workers."""
+
+    def __init__(self, app: AsyncQ):
+        self.app = app
+        self.keys = app.keys
+        self.client = app.broker.client
+
+    # -- workers ------------------------------------------------------------
+    def workers(self) -> list[dict[str, Any]]:
+        """Known workers with their heartbeat, and the tasks each holds (active or reserved)."""
+        known = {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.workers()).items()}
+        pipe = self.client.pipeline(transaction=False)
+        for worker_id, concurrency in known.items():
+            pipe.hgetall(self.keys.worker(worker_id))
+            for slot in range(concurrency):
+                pipe.lrange(self.keys.inflight(worker_id, slot), 0, -1)
+        answers = iter(pipe.execute())
+        counters = self.counters()
+        found = []
+        for worker_id, concurrency in sorted(known.items()):
+            beat = {k.decode(): v.decode() for k, v in next(answers).items()}
+            held = [raw for _ in range(concurrency) for raw in next(answers)]
+            found.append(self._describe_worker(worker_id, concurrency, beat, held, counters))
+        self._add_task_states(found)
+        return found
+
+    def _describe_worker(self, worker_id: str, concurrency: int, beat: dict[str, str],
+                         held: list[bytes], counters: Counters) -> dict[str, Any]:
+        heartbeat = float(beat["heartbeat"]) if "heartbeat" in beat else None
+        tasks = []
+        for raw in held:
+            try:
+                message = Message.decode(raw)
+            except ValueError:
+                continue
+            tasks.append({"id": message.id, "name": message.task, "queue": message.queue})
+        return {"id": worker_id, "alive": bool(beat), "hostname": beat.get("hostname", ""),
+                "pid": int(beat["pid"]) if "pid" in beat else None,
+                "concurrency": int(beat.get("concurrency", concurrency)),
+                "queues": [q for q in beat.get("queues", "").split(",") if q],
+                "heartbeat": heartbeat,
+                "heartbeat_age": round(time.time() - heartbeat, 3) if heartbeat else None,
+                "done": counters.done.get(worker_id, 0), "active": [], "reserved": [],
+                "_held": tasks}
+
+    def _add_task_states(self, workers: list[dict[str, Any]]) -> None:
+        """Split each worker's held tasks into active (running) and reserved (prefetched)."""
+        pipe = self.client.pipeline(transaction=False)
+        held = [(worker, task) for worker in workers for task in worker["_held"]]
+        for _, task in held:
+            pipe.hmget(self.keys.task(task["id"]), "status", "started_at", "worker")
+        now = time.time()
+        for (worker, task), (status, started, owner) in zip(held, pipe.execute(), strict=True):
+            task["state"] = status.decode() if status else states.PENDING
+            if started and owner and owner.decode() == worker["id"]:
+                task["started_at"] = float(started)
+                task["runtime"] = round(now - float(started), 3)
+                worker["active"].append(task)
+            else:
+                worker["reserved"].append(task)
+        for worker in workers:
+            del worker["_held"]
+
+    # -- queues -------------------------------------------------------------
+    def queue_names(self, workers: list[dict[str, Any]] | None = None) -> list[str]:
+        """The default queue, routed queues, queues workers consume, and any with messages."""
+        names = {self.app.conf.task_default_queue}
+        for target in self.app.conf.task_routes.values():
+            names.add(target["queue"] if isinstance(target, dict) else str(target))
+        for worker in workers or []:
+            names.update(worker["queues"])
+        prefix = self.keys.queue("")
+        for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
+            name = key.decode()[len(prefix):]
+            base, _, priority = name.rpartition(":p")
+            names.add(base if base and priority.isdigit() else name)
+        return sorted(names)
+
+    def queues(self, workers: list[dict[str, Any]] | None = None) -> dict[str, int]:
+        return self.app.broker.queue_lengths(self.queue_names(workers))
+
+    # -- counters and throughput --------------------------------------------
+    def counters(self) -> Counters:
+        parsed = Counters()
+        for raw_field, raw_value in self.client.hgetall(self.keys.counters()).items():
+            kind, *parts = raw_field.decode().split("\t")
+            value = raw_value.decode()
+            if kind == "tasks" and len(parts) == 2:
+                parsed.tasks[(parts[0], parts[1])] = int(value)
+            elif kind == "runtime" and len(parts) == 2:
+                parsed.runtime_buckets.setdefault(parts[0], {})[parts[1]] = int(value)
+            elif kind == "runtime_sum" and len(parts) == 1:
+                parsed.runtime_sums[parts[0]] = float(value)
+            elif kind == "done" and len(parts) == 1:
+                parsed.done[parts[0]] = int(value)
+        return parsed
+
+    def throughput(self, seconds: int = 600) -> list[dict[str, Any]]:
+        """Tasks ended per second, by outcome, in 5-second slices over the last ``seconds``."""
+        last = int(time.time()) // SLICE * SLICE
+        starts = list(range(last - seconds + SLICE, last + SLICE, SLICE))
+        pipe = self.client.pipeline(transaction=False)
+        for start in starts:
+            pipe.hgetall(self.keys.throughput(start))
+        series = []
+        for start, counts in zip(starts, pipe.execute(), strict=True):
+            counts = {k.decode(): int(v) for k, v in counts.items()}
+            series.append({"time": start,
+                           "succeeded": counts.get(states.SUCCESS, 0) / SLICE,
+                           "failed": counts.get(states.FAILURE, 0) / SLICE,
+                           "retried": counts.get(states.RETRY, 0) / SLICE})
+        return series
+
+    # -- tasks and events ---------------------------------------------------
+    def events(self, after: str = "-", count: int = 100) -> list[dict[str, str]]:
+        """Events after the stream id ``after``, oldest first; each has its ``stream_id``."""
+        start = "-" if after == "-" else f"({after}"
+        entries = self.client.xrange(self.keys.events(), start, "+", count=count)
+        return [_event(entry_id, fields) for entry_id, fields in entries]
+
+    def follow(self, after: str = "$", block_ms: int = 1000,
+               count: int = 100) -> list[dict[str, str]]:
+        """Wait up to ``block_ms`` for events newer than ``after`` ('$' = from now on)."""
+        answer = self.client.xread({self.keys.events(): after}, count=count, block=block_ms)
+        return [_event(entry_id, fields) for _, entries in answer or []
+                for entry_id, fields in entries]
+
+    def last_event_id(self) -> str:
+        newest = self.client.xrevrange(self.keys.events(), "+", "-", count=1)
+        return newest[0][0].decode() if newest else "0-0"
+
+    def recent_tasks(self, limit: int = 30, scan: int = 1000) -> list[dict[str, Any]]:
+        """The tasks named by the newest events, newest first, with their records' state."""
+        seen: dict[str, dict[str, Any]] = {}
+        for entry_id, fields in self.client.xrevrange(self.keys.events(), "+", "-", count=scan):
+            event = _event(entry_id, fields)
+            if event.get("id") and event["id"] not in seen:
+                seen[event["id"]] = {"id": event["id"], "name": event.get("name", ""),
+                                     "last_event": event.get("type", ""),
+                                     "time": float(event.get("time", 0)),
+                                     "worker": event.get("worker", "")}
+                if len(seen) >= limit:
+                    break
+        tasks = list(seen.values())
+        pipe = self.client.pipeline(transaction=False)
+        for task in tasks:
+            pipe.hmget(self.keys.task(task["id"]), "status", "started_at", "finished_at",
+                       "runtime")
+        for task, values in zip(tasks, pipe.execute(), strict=True):
+            status, started, finished, runtime = (v.decode() if v else None for v in values)
+            task["state"] = status or states.UNKNOWN
+            if runtime is None and started and finished:
+                runtime = f"{float(finished) - float(started):.6f}"
+            task["runtime"] = float(runtime) if runtime else None
+        return tasks
+
+    # -- everything at once -------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """What ``asyncq inspect --json`` prints and ``GET /inspect`` returns."""
+        workers = self.workers()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(self.keys.scheduled())
+        pipe.llen(self.keys.dead_letters())
+        scheduled, dead = pipe.execute()
+        return {"time": time.time(), "workers": workers, "queues": self.queues(workers),
+                "scheduled": scheduled, "dead_letters": dead,
+                "tasks_by_state": self.counters().by_state()}
+
+
+def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, str]:
+    event = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
+    event["stream_id"] = entry_id.decode()
+    return event
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

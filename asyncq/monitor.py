@@ -46,18 +46,19 @@ class Monitor:
         self.client = app.broker.client
 
     # -- workers ------------------------------------------------------------
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self, counters: Counters | None = None) -> list[dict[str, Any]]:
         """Known workers with their heartbeat, and the tasks each holds (active or reserved)."""
-        known = {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.workers()).items()}
+        raw = self.client.hgetall(self.keys.workers())
+        known = sorted((k.decode(), int(v)) for k, v in raw.items())  # one order, both loops
         pipe = self.client.pipeline(transaction=False)
-        for worker_id, concurrency in known.items():
+        for worker_id, concurrency in known:
             pipe.hgetall(self.keys.worker(worker_id))
             for slot in range(concurrency):
                 pipe.lrange(self.keys.inflight(worker_id, slot), 0, -1)
         answers = iter(pipe.execute())
-        counters = self.counters()
+        counters = counters or self.counters()
         found = []
-        for worker_id, concurrency in sorted(known.items()):
+        for worker_id, concurrency in known:
             beat = {k.decode(): v.decode() for k, v in next(answers).items()}
             held = [raw for _ in range(concurrency) for raw in next(answers)]
             found.append(self._describe_worker(worker_id, concurrency, beat, held, counters))
@@ -197,14 +198,15 @@ class Monitor:
     # -- everything at once -------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """What ``asyncq inspect --json`` prints and ``GET /inspect`` returns."""
-        workers = self.workers()
+        counters = self.counters()
+        workers = self.workers(counters)
         pipe = self.client.pipeline(transaction=False)
         pipe.zcard(self.keys.scheduled())
         pipe.llen(self.keys.dead_letters())
         scheduled, dead = pipe.execute()
         return {"time": time.time(), "workers": workers, "queues": self.queues(workers),
                 "scheduled": scheduled, "dead_letters": dead,
-                "tasks_by_state": self.counters().by_state()}
+                "tasks_by_state": counters.by_state()}
 
 
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, str]:

@@ -328,3 +328,19 @@ def test_progress_display_redraws_on_a_terminal_and_prints_changes_elsewhere():
 def test_only_numeric_current_and_total_make_a_progress_bar(meta):
     assert progress_of(meta) is None
     assert progress_of({"current": 1, "total": 4}) == (1.0, 4.0)
+
+
+def test_inspect_json_lists_each_of_several_workers_with_its_own_details(
+        app, redis_url, start_worker):
+    # given three workers registered in an order unlike their sorted order
+    for name, concurrency in (("zeta@test", 1), ("alpha@test", 2), ("mid@test", 3)):
+        start_worker(f"--hostname={name}", concurrency=concurrency)
+
+    # when inspect --json runs
+    done = asyncq(redis_url, "inspect", "--json")
+
+    # then each worker is shown with its own concurrency and queues, in id order
+    assert done.returncode == 0, explain(done)
+    workers = json.loads(done.stdout)["workers"]
+    assert [(w["id"], w["concurrency"], w["alive"]) for w in workers] == [
+        ("alpha@test", 2, True), ("mid@test", 3, True), ("zeta@test", 1, True)]

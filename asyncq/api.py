@@ -127,7 +127,12 @@ def error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
 def install_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
-        return error(exc.code or 500, exc.description or exc.name)
+        response, status = error(exc.code or 500, exc.description or exc.name)
+        # Keep the headers the error carries, such as a 405's Allow (RFC 9110 wants it).
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)

@@ -9,12 +9,16 @@ has one, the script asks for it once and sends it with every request.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+import re
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 
 from asyncq import metrics
 from asyncq.monitor import Monitor
 
 PUBLIC_ENDPOINTS = ("monitor.dashboard", "monitor.static")
+STATIC = Path(__file__).parent / "static"
 
 
 def monitor() -> Monitor:
@@ -26,10 +30,10 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    # ASCII digits only: int() would also take " 5", "+5", "5_0" and other scripts' digits.
+    if not (raw.isascii() and raw.isdigit()):
         return None
+    value = int(raw)
     return value if low <= value <= high else None
 
 
@@ -40,12 +44,17 @@ def _bad_arg(name: str, low: int, high: int) -> tuple[Response, int]:
 
 
 def monitor_routes() -> Blueprint:
-    bp = Blueprint("monitor", __name__, static_folder="static",
-                   static_url_path="/dashboard/static")
+    bp = Blueprint("monitor", __name__)
 
     @bp.get("/dashboard")
     def dashboard() -> Response:
-        return bp.send_static_file("dashboard.html")
+        return send_from_directory(STATIC, "dashboard.html")
+
+    # <filename>, not the <path:filename> of a blueprint's static_folder: the files sit side
+    # by side, and the route is /dashboard/static/{filename} in the OpenAPI description.
+    @bp.get("/dashboard/static/<filename>")
+    def static(filename: str) -> Response:
+        return send_from_directory(STATIC, filename)
 
     @bp.get("/inspect")
     def inspect() -> Response:
@@ -84,6 +93,10 @@ def monitor_routes() -> Blueprint:
     return bp
 
 
+# <ms> or <ms>-<seq> in ASCII digits; 19 digits at most, so both fit Redis's 64 bits (longer
+# ones, or other scripts' digits, made XRANGE fail: a 500).
+_STREAM_ID = re.compile(r"[0-9]{1,19}(-[0-9]{1,19})?")
+
+
 def _stream_id(text: str) -> bool:
-    millis, _, seq = text.partition("-")
-    return millis.isdigit() and (seq == "" or seq.isdigit()) and len(text) <= 40
+    return _STREAM_ID.fullmatch(text) is not None

@@ -20,7 +20,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def render(monitor: Monitor) -> str:
     """Every metric, as one text document."""
     counters = monitor.counters()
-    workers = monitor.workers()
+    workers = monitor.workers(counters)  # one read of the counters hash for both
     lines: list[str] = []
     lines += _metric("asyncq_tasks_total", "counter", "Tasks that reached a state, by task "
                      "name and state (final states and retries).",

@@ -44,7 +44,7 @@ from asyncq.serialization import loads
 def create_app(celery: AsyncQ, routes: Mapping[str, str] | None = None) -> Flask:
     """A Flask app for ``celery``; ``routes`` maps URL names to task names served
     the tutorial's way, e.g. ``{"async_long_running_task": "async_tasks.long_running_task"}``."""
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the dashboard serves its own files
     app.config["MAX_CONTENT_LENGTH"] = celery.conf.api_max_content_length
     app.extensions["asyncq"] = celery
     token = api_token()

@@ -15,7 +15,8 @@ from asyncq import Celery
 # Short heartbeats so that recovery of a dead worker takes seconds in tests.
 app = Celery("tests", task_track_started=True,
              worker_heartbeat_interval=float(os.environ.get("TEST_HEARTBEAT", "0.5")),
-             worker_lost_after=float(os.environ.get("TEST_LOST_AFTER", "3")))
+             worker_lost_after=float(os.environ.get("TEST_LOST_AFTER", "3")),
+             worker_prefetch_multiplier=int(os.environ.get("TEST_PREFETCH", "4")))
 
 
 @app.task(name="tests.add")

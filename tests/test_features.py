@@ -257,6 +257,8 @@ def test_an_eta_survives_a_worker_restart(fapp, client, worker):
     [ran_at] = run_times(client, stamps)
     assert ran_at >= eta.timestamp()
     assert received(first, "features.stamp", result.id) == 0
+    # (the log line may reach us after the result: wait for it rather than count at once)
+    second.wait_for(rf"Task features\.stamp\[{result.id}\] received")
     assert received(second, "features.stamp", result.id) == 1
 
 

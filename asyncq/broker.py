@@ -500,15 +500,16 @@ class Broker:
     def run_with_events(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """Run a script, sending this process's task events in the same round trip.
 
-        EVALSHA in a plain pipeline: redis-py's own script-in-pipeline support
-        asks SCRIPT EXISTS first, which would cost the round trip we save. A
-        script Redis has forgotten (it restarted) is loaded and run again.
+        EVALSHA in a plain pipeline, as a raw command (a cluster pipeline refuses
+        ``pipe.evalsha``): redis-py's own script-in-pipeline support asks SCRIPT
+        EXISTS first, which would cost the round trip we save. A script Redis has
+        forgotten (it restarted) is loaded and run again.
         """
         if not self.events.notes:
             return script(keys=keys, args=args)
         pipe = self.client.pipeline(transaction=False)
         sending = self.events.send_in(pipe)
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         observed, result = pipe.execute(raise_on_error=False)
         if isinstance(observed, redis.exceptions.NoScriptError):
             self.events.flush(self.client)  # Script objects load themselves when called

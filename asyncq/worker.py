@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from asyncq import states
 from asyncq.broker import MAX_ID_BYTES, Message, now, parse_json, registration
 from asyncq.canvas import follow_ups, gathered_args
+from asyncq.connection import is_transient
 from asyncq.exceptions import (
     EncodeError,
     NotRegistered,
@@ -518,7 +519,9 @@ class Supervisor:
         while True:
             try:
                 step()
-            except REDIS_DOWN as exc:
+            except Exception as exc:  # a cluster client that finds no node raises its own kind
+                if not is_transient(exc):
+                    raise
                 delay = self.outage.failed(exc)
                 if self.stop_requests >= give_up_after_stops:
                     log.error("cold shutdown while Redis is away: what the children held "
@@ -533,7 +536,7 @@ class Supervisor:
 
     def wait_for_redis(self) -> bool:
         """Wait until Redis answers at start-up; False if told to stop meanwhile."""
-        return self.retrying(self.app.broker.client.ping, give_up_after_stops=1) and \
+        return self.retrying(lambda: self.app.broker.client.ping(), give_up_after_stops=1) and \
             self.stop_requests == 0
 
     def name_taken(self) -> bool:

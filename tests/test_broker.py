@@ -58,7 +58,7 @@ def test_record_then_message_are_written_in_one_transaction(app, redis_url):
     inside = [c["command"] for c in seen if c["client_type"] == "lua"]
     assert sent == ["MULTI", "EVAL", "LPUSH", "EXEC"], seen
     assert any(c.startswith(f"HSET {task_key(result.id)} ") for c in inside), seen
-    assert [c["command"] for c in seen if c["command"].startswith("LPUSH")][0].startswith(
+    assert next(c["command"] for c in seen if c["command"].startswith("LPUSH")).startswith(
         f"LPUSH {QUEUE} "), seen
 
 

@@ -212,7 +212,9 @@ def test_an_acks_late_task_whose_child_is_killed_is_redelivered_and_succeeds(
     assert result.get(timeout=20) == result.id
     assert client.hgetall("test:completions") == {result.id.encode(): b"1"}
     assert client.hget(KEYS.task(result.id), "redeliveries") == b"1"
-    assert client.llen(KEYS.inflight("celery", "chaos@cluster", 0)) == 0
+    # and is acknowledged (on a cluster, just after its result is stored)
+    wait_until(lambda: client.llen(KEYS.inflight("celery", "chaos@cluster", 0)) == 0,
+               "the in-flight list empty")
 
 
 def test_a_dead_workers_task_is_recovered_by_another_worker(client, app, start_worker):
@@ -251,3 +253,39 @@ def test_monitor_finds_queues_on_every_master(client, fapp):
     snapshot = Monitor(fapp).snapshot()
     assert {name: snapshot["queues"][name] for name in queues} == dict.fromkeys(queues, 1)
     assert snapshot["scheduled"] == 1
+
+
+def test_retries_countdowns_dead_letters_and_revokes_on_a_queue_of_another_master(
+        client, fapp, start_worker):
+    from asyncq import deadletters
+    from tests.featureapp import add, flaky
+
+    # given a worker on a queue whose master is not the one of the app-wide keys
+    name = next(q for q in queues_on_each_master(client)
+                if port_of(client, KEYS.queue(q)) != port_of(client, KEYS.dead_letters()))
+    worker = start_worker(f"--queues={name}", app="tests.featureapp")
+
+    # when a task retries twice (RETRY stored, the next try scheduled on its queue's slot)
+    assert flaky.apply_async(("test:tries", 3), queue=name).get(timeout=15) == 3
+    # and a task is due later, and another revoked before it is due
+    later = add.apply_async((2, 2), queue=name, countdown=0.5)
+    revoked = add.apply_async((3, 3), queue=name, countdown=0.5)
+    revoked.revoke()
+    assert later.get(timeout=15) == 4
+    assert revoked.state == "REVOKED"
+
+    # when a message names a task the worker does not know
+    unknown = fapp.send_task("features.nope", queue=name)
+    # then it is set aside on the dead-letter list (another slot) and its task fails
+    wait_until(lambda: unknown.state == "FAILURE", "the unknown task failed")
+    assert client.llen(KEYS.dead_letters()) == 1
+    # and, the worker stopped, an app that knows the task can requeue it
+    worker.stop()
+    fapp.task(name="features.nope")(lambda: "found")
+    try:
+        report = deadletters.requeue(fapp)
+        assert [letter.task_id for letter in report.requeued] == [unknown.id]
+        assert client.llen(KEYS.queue(name)) == 1
+        assert unknown.state == "PENDING"
+    finally:
+        del fapp.tasks["features.nope"]

@@ -1,5 +1,6 @@
 """The ``asyncq`` command: ``asyncq -A module.app worker``, ``asyncq -A module dev``,
-``asyncq -A module dead list|requeue|purge``."""
+``asyncq -A module dead list|requeue|purge``, and for watching ``inspect``,
+``status TASK_ID [--wait]`` and ``events`` (rendered by ``asyncq.watch``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import platform
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -19,9 +20,10 @@ import click
 import redis
 from redis.exceptions import RedisClusterException
 
-from asyncq import __version__, deadletters
+from asyncq import __version__, deadletters, states, watch
 from asyncq.app import AsyncQ
 from asyncq.connection import redis_from_url
+from asyncq.monitor import Monitor
 from asyncq.outage import REDIS_DOWN
 from asyncq.worker import Supervisor, WorkerOptions
 
@@ -320,6 +322,174 @@ def purge(ctx: click.Context, queues: str, yes: bool) -> None:
         removed = {name: app.broker.purge(name) for name in names}
     for name, count in removed.items():
         click.echo(f"Purged {count} message(s) from queue {name}.")
+
+
+# -- watching: inspect, status, events -----------------------------------------
+EXIT_FAILURE, EXIT_NO_TASK, EXIT_REVOKED, EXIT_NOT_FINAL, EXIT_INTERRUPTED = 1, 4, 5, 6, 130
+
+
+def exit_status(state: str) -> int:
+    """A task state as the exit status of ``asyncq status``: scripts branch on it."""
+    return {states.SUCCESS: 0, states.FAILURE: EXIT_FAILURE,
+            states.REVOKED: EXIT_REVOKED}.get(state, EXIT_NOT_FINAL)
+
+
+@main.command("inspect")
+@click.option("--json", "as_json", is_flag=True, help="The same facts as JSON, for scripts.")
+@click.pass_context
+def inspect_command(ctx: click.Context, as_json: bool) -> None:
+    """Show workers (host, pid, concurrency, queues, last heartbeat, tasks done), the
+    tasks each one runs and for how long, queue depths, scheduled and dead-letter
+    counts, and tasks counted by state.
+
+    Exit status: 0; 2 usage error; 3 Redis unreachable or refusing the credentials.
+    """
+    app = load(ctx)
+    with talking_to_redis(app):
+        snapshot = Monitor(app).snapshot()
+    click.echo(json.dumps(snapshot, indent=2) if as_json else watch.inspect_report(snapshot))
+
+
+@main.command("status")
+@click.argument("task_id")
+@click.option("--wait", is_flag=True,
+              help="Follow the task until it ends, with a progress bar on stderr.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="With --wait: give up after this many seconds (exit status 6).")
+@click.option("--json", "as_json", is_flag=True,
+              help="The task as JSON (as GET /results/ID shows it), and no progress bar.")
+@click.pass_context
+def status_command(ctx: click.Context, task_id: str, wait: bool, timeout: float | None,
+                   as_json: bool) -> None:
+    """Show a task's state and its result, its error, or its progress.
+
+    With --wait, follow the task until it is final: its PROGRESS meta
+    (current/total) drawn as a bar on stderr, redrawn in place on a terminal and
+    one line per change otherwise; then the outcome on stdout.
+
+    \b
+    Exit status, for scripts:
+      0    SUCCESS
+      1    FAILURE
+      2    usage error
+      3    Redis unreachable or refusing the credentials
+      4    no such task (never submitted, expired, or forgotten)
+      5    REVOKED
+      6    not final yet (without --wait), or --timeout passed first
+      130  interrupted (Ctrl-C) while waiting
+    """
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
+    app = load(ctx)
+    with talking_to_redis(app):
+        record = app.broker.record(task_id)
+        if record and wait and record.get("status") not in states.READY_STATES:
+            record = follow(ctx, app, task_id, timeout, show=not as_json)
+    if not record:
+        if as_json:
+            click.echo(json.dumps({"task_id": task_id, "state": states.UNKNOWN}))
+        click.echo(f"No task {task_id!r}: never submitted, or its record expired or was "
+                   "forgotten.", err=True)
+        ctx.exit(EXIT_NO_TASK)
+    from asyncq.api import describe  # imports Flask: only when there is a task to show
+
+    view = describe(task_id, record)
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+    else:
+        click.echo("\n".join(watch.status_lines(view, watch.takes_utf8(sys.stdout))))
+    ctx.exit(exit_status(view["state"]))
+
+
+def follow(ctx: click.Context, app: AsyncQ, task_id: str, timeout: float | None,
+           show: bool) -> dict[str, str]:
+    """Wait for a task's final state, drawing its progress on stderr when ``show``."""
+    display = watch.ProgressDisplay(click.get_text_stream("stderr"))
+    tick = 0.125 if display.redraw else watch.REREAD  # a spinner turns; a log does not
+    try:
+        followed = watch.follow_task(app, task_id, timeout,
+                                     display.show if show else lambda record: None, tick)
+    except KeyboardInterrupt:
+        display.close()
+        ctx.exit(EXIT_INTERRUPTED)
+    display.close()
+    if followed.record and not followed.final:
+        click.echo(f"Task {task_id} is still {followed.record.get('status')} after "
+                   f"{timeout:g}s.", err=True)
+    return followed.record
+
+
+_STREAM_ID = re.compile(r"\d+(-\d+)?")
+
+
+@main.command("events")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per line (with its stream_id), for scripts.")
+@click.option("--from-start", is_flag=True,
+              help="Begin with the oldest event the stream still holds.")
+@click.option("--after", metavar="STREAM_ID", default=None,
+              help="Begin after this stream id, to carry on where a reader stopped.")
+@click.option("--count", "limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Stop after N events.")
+@click.option("--no-follow", is_flag=True,
+              help="Print the events the stream holds and exit instead of waiting for more.")
+@click.pass_context
+def events_command(ctx: click.Context, as_json: bool, from_start: bool, after: str | None,
+                   limit: int | None, no_follow: bool) -> None:
+    """Tail the task event stream: one line per event (time, type, task[id], worker,
+    runtime, result or error) as workers send them. Ctrl-C stops it.
+
+    Without --from-start or --after it shows the events from now on; with
+    --no-follow alone it shows the whole stream. The stream is capped in length
+    (events_max_length); workers write it when worker_send_task_events is on.
+
+    Exit status: 0 (also on Ctrl-C); 2 usage error; 3 Redis unreachable or
+    refusing the credentials.
+    """
+    if after is not None and not _STREAM_ID.fullmatch(after):
+        raise click.UsageError(f"--after {after!r} is not a stream id such as "
+                               "1700000000000-0")
+    app = load(ctx)
+    monitor = Monitor(app)
+
+    def emit(event: dict[str, str]) -> None:
+        click.echo(json.dumps(event) if as_json else watch.event_line(event))
+
+    try:
+        with talking_to_redis(app):
+            start = after or ("-" if from_start or no_follow else monitor.last_event_id())
+            if not no_follow:
+                click.echo(f"Following {app.keys.events()} (Ctrl-C to stop)", err=True)
+            shown = tail(monitor, start, not no_follow, limit, emit)
+    except KeyboardInterrupt:
+        return
+    except BrokenPipeError:  # asyncq events | head: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    if not shown and no_follow:
+        off = "" if app.conf.worker_send_task_events else \
+            " (worker_send_task_events is off for this app)"
+        click.echo(f"No events in {app.keys.events()}{off}.", err=True)
+
+
+def tail(monitor: Monitor, after: str, follow: bool, limit: int | None,
+         emit: Callable[[dict[str, str]], None]) -> int:
+    """Emit the events after ``after``, then (``follow``) new ones as they come; returns
+    how many. Reads what the stream holds first, then blocks on XREAD a second at a time."""
+    shown = 0
+    while limit is None or shown < limit:
+        want = 100 if limit is None else min(100, limit - shown)
+        batch = monitor.events(after, want)
+        if not batch and follow:
+            batch = monitor.follow("0-0" if after == "-" else after, block_ms=1000, count=want)
+        elif not batch:
+            break
+        for event in batch:
+            emit(event)
+        shown += len(batch)
+        after = batch[-1]["stream_id"] if batch else after
+    return shown
+
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ class Monitor:
         self.client = app.broker.client
 
     # -- workers ------------------------------------------------------------
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self, counters: Counters | None = None) -> list[dict[str, Any]]:
         """Known workers with their heartbeat, and the tasks each holds (active or reserved)."""
         known = {k.decode(): registration(v)
                  for k, v in self.client.hgetall(self.keys.workers()).items()}
@@ -54,12 +54,12 @@ class Monitor:
                              for queue in queues for slot in range(concurrency)]
                  for worker_id, (concurrency, queues) in known.items()}
         pipe = self.client.pipeline(transaction=False)
-        for worker_id in sorted(known):
+        for worker_id in sorted(known):  # one order, both loops
             pipe.hgetall(self.keys.worker(worker_id))
             for inflight in lists[worker_id]:
                 pipe.lrange(inflight, 0, -1)
         answers = iter(pipe.execute())
-        counters = self.counters()
+        counters = counters or self.counters()
         found = []
         for worker_id in sorted(known):
             concurrency = known[worker_id][0]
@@ -203,13 +203,14 @@ class Monitor:
     # -- everything at once -------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """What ``asyncq inspect --json`` prints and ``GET /inspect`` returns."""
-        workers = self.workers()
+        counters = self.counters()
+        workers = self.workers(counters)
         names = self.queue_names(workers)
         return {"time": time.time(), "workers": workers,
                 "queues": self.app.broker.queue_lengths(names),
                 "scheduled": self.app.broker.scheduled_count(names),
                 "dead_letters": self.client.llen(self.keys.dead_letters()),
-                "tasks_by_state": self.counters().by_state()}
+                "tasks_by_state": counters.by_state()}
 
 
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, str]:

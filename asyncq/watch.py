@@ -1,0 +1,355 @@
+"""What ``asyncq inspect``, ``asyncq status`` and ``asyncq events`` print, and how
+``status --wait`` follows one task.
+
+Rendering lives here so that ``cli.py`` stays a list of commands: each command
+reads through ``Monitor`` or the broker, hands the data to a function below and
+picks its exit status. The text is meant for people; ``--json`` is for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+
+from asyncq import states
+from asyncq.broker import SUCCESS_NOTICE
+
+if TYPE_CHECKING:
+    from asyncq.app import AsyncQ
+
+GAP = "  "  # between table columns
+# Colours of states on a terminal (click.echo drops them when output is not one).
+COLORS = {states.SUCCESS: "green", states.FAILURE: "red", states.REVOKED: "magenta",
+          states.RETRY: "yellow"}
+
+
+def paint(state: str, text: str | None = None) -> str:
+    """``text`` (default: the state) in the state's colour; running states are cyan."""
+    return click.style(state if text is None else text, fg=COLORS.get(state, "cyan"))
+
+
+# -- small formatting helpers ---------------------------------------------------
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Left-aligned columns as wide as their widest cell; the last one is not padded,
+    so a long value (a result, a queue list) does not push every line out."""
+    lines = [list(header), *(list(row) for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    return "\n".join(GAP.join([*(cell.ljust(w) for cell, w in zip(line, widths, strict=False)),
+                               line[-1]]).rstrip()
+                     for line in lines)
+
+
+def seconds(value: float | str | None) -> str:
+    """A duration the way people read it: 0.21ms, 43ms, 2.3s, 4m05s, 3h02m."""
+    if value is None or value == "":
+        return "-"
+    value = float(value)
+    if value < 1:
+        return f"{value * 1000:.2f}ms" if value < 0.01 else f"{value * 1000:.0f}ms"
+    if value < 10:
+        return f"{value:.1f}s"
+    if value < 60:
+        return f"{value:.0f}s"
+    if value < 3600:
+        return f"{int(value // 60)}m{int(value % 60):02d}s"
+    return f"{int(value // 3600)}h{int(value % 3600 // 60):02d}m"
+
+
+def clock(unix: float | str | None, with_date: bool = False) -> str:
+    """A Unix time as local wall-clock time, to the millisecond."""
+    if unix is None or unix == "":
+        return "-"
+    moment = datetime.fromtimestamp(float(unix))
+    text = moment.strftime("%Y-%m-%d %H:%M:%S.%f" if with_date else "%H:%M:%S.%f")
+    return text[:-3]
+
+
+def shorten(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def takes_utf8(stream: TextIO) -> bool:
+    """Whether block characters and a braille spinner can be written to ``stream``."""
+    return (getattr(stream, "encoding", None) or "").lower().replace("-", "") == "utf8"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+# -- asyncq inspect -------------------------------------------------------------
+def inspect_report(snapshot: Mapping[str, Any]) -> str:
+    """The whole ``asyncq inspect`` text: workers, their active tasks, queues, totals."""
+    workers = snapshot["workers"]
+    return "\n\n".join([workers_section(workers), active_section(workers),
+                        queues_section(snapshot), totals_section(snapshot)])
+
+
+def workers_section(workers: list[dict[str, Any]]) -> str:
+    alive = sum(1 for worker in workers if worker["alive"])
+    title = f"Workers: {alive} alive"
+    if len(workers) > alive:  # registered but silent: their tasks are recovered soon
+        title += f", {len(workers) - alive} lost (heartbeat lapsed, awaiting recovery)"
+    if not workers:
+        return "Workers: none registered (start one with: asyncq -A MODULE worker)"
+    rows = [(worker["id"], "alive" if worker["alive"] else "LOST", worker["hostname"] or "-",
+             str(worker["pid"] or "-"), str(worker["concurrency"]),
+             ",".join(worker["queues"]) or "-",
+             f"{seconds(worker['heartbeat_age'])} ago" if worker["heartbeat_age"] is not None
+             else "-", str(worker["done"]), str(len(worker["active"])),
+             str(len(worker["reserved"])))
+            for worker in workers]
+    header = ("WORKER", "STATE", "HOST", "PID", "CONC", "QUEUES", "HEARTBEAT", "DONE",
+              "ACTIVE", "RESERVED")
+    return f"{title}\n{table(header, rows)}"
+
+
+def active_section(workers: list[dict[str, Any]]) -> str:
+    """Running tasks with how long they have run; prefetched ones are counted after."""
+    rows = [(worker["id"], task["id"], task["name"], task["state"], seconds(task.get("runtime")))
+            for worker in workers for task in worker["active"]]
+    reserved = sum(len(worker["reserved"]) for worker in workers)
+    note = f"\n{reserved} more taken by workers, waiting to start (reserved)." if reserved \
+        else ""
+    if not rows:
+        return f"Active tasks: none{note}"
+    header = ("WORKER", "TASK ID", "TASK", "STATE", "RUNTIME")
+    return f"Active tasks: {len(rows)}\n{table(header, rows)}{note}"
+
+
+def queues_section(snapshot: Mapping[str, Any]) -> str:
+    rows = [(name, str(depth)) for name, depth in snapshot["queues"].items()]
+    lines = [f"Queues: {sum(snapshot['queues'].values())} message(s) waiting",
+             table(("QUEUE", "WAITING"), rows),
+             "",
+             f"Scheduled (countdown, ETA, retries): {snapshot['scheduled']}",
+             f"Dead letters: {snapshot['dead_letters']}"
+             + (" (see: asyncq dead list)" if snapshot["dead_letters"] else "")]
+    return "\n".join(lines)
+
+
+def totals_section(snapshot: Mapping[str, Any]) -> str:
+    totals = snapshot["tasks_by_state"]
+    if not totals:
+        return "Tasks by state: none counted yet"
+    order = [states.SUCCESS, states.FAILURE, states.RETRY, states.REVOKED]
+    names = [name for name in order if name in totals] + sorted(set(totals) - set(order))
+    return "Tasks by state: " + ", ".join(f"{name} {totals[name]}" for name in names)
+
+
+# -- asyncq events --------------------------------------------------------------
+_STATE_OF_EVENT = {"succeeded": states.SUCCESS, "failed": states.FAILURE,
+                   "retried": states.RETRY, "revoked": states.REVOKED,
+                   "rejected": states.REVOKED}
+
+def event_line(event: Mapping[str, str]) -> str:
+    """One readable line: time, type, task name[id], worker, then what the event tells."""
+    details = []
+    if event.get("runtime"):
+        details.append(f"in {seconds(event['runtime'])}")
+    if event.get("retries", "0") != "0":
+        details.append(f"try {int(event['retries']) + 1}")
+    if event.get("result") is not None:
+        details.append(f"-> {event['result']}")
+    if event.get("exception"):
+        details.append(event["exception"])
+    if event.get("eta"):
+        due = float(event["eta"]) - float(event.get("time") or 0)
+        details.append(f"next try in {seconds(max(due, 0.0))}")
+    if event.get("reason"):
+        details.append(f"({event['reason']})")
+    kind = event.get("type", "?")
+    return GAP.join([clock(event.get("time")), paint(_STATE_OF_EVENT.get(kind, ""), kind.ljust(9)),
+                     f"{event.get('name', '?')}[{event.get('id', '?')}]",
+                     event.get("worker") or "-", *details])
+
+
+# -- asyncq status --------------------------------------------------------------
+def progress_of(meta: Any) -> tuple[float, float] | None:
+    """(current, total) when a custom state's meta reports progress, as PROGRESS does."""
+    if not isinstance(meta, dict):
+        return None
+    current, total = meta.get("current"), meta.get("total")
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool)
+                  and math.isfinite(v) for v in (current, total))
+    if not numbers or total <= 0:
+        return None
+    return float(current), float(total)
+
+
+def progress_bar(current: float, total: float, width: int = 30, fancy: bool = True) -> str:
+    """``[#######.....]  7/12  58%``; block characters when the terminal takes UTF-8."""
+    share = min(max(current / total, 0.0), 1.0)
+    full = round(share * width)
+    filled, empty = ("█", "░") if fancy else ("#", "-")
+    return (f"[{filled * full}{empty * (width - full)}]  "
+            f"{_number(current)}/{_number(total)}  {share:4.0%}")
+
+
+def _meta(record: Mapping[str, str]) -> Any:
+    try:
+        return json.loads(record["meta"]) if "meta" in record else None
+    except ValueError:
+        return record["meta"]
+
+
+def state_line(record: Mapping[str, str], fancy: bool = True, color: bool = False) -> str:
+    """What a running task is doing, in one line, for the progress display."""
+    status = record.get("status", states.UNKNOWN)
+    if status == states.PENDING:
+        what = f"waiting in queue {record.get('queue', '?')}"
+    elif status == states.STARTED:
+        what = f"running on {record.get('worker', '?')}"
+    elif status == states.RETRY:
+        error = record.get("exc_type", "").rpartition(".")[2]
+        what = (f"try {int(record.get('retries', '0')) + 1} due at {clock(record.get('eta'))} "
+                f"({error}: {record.get('exc_message', '')})")
+    else:
+        meta = _meta(record)
+        done = progress_of(meta)
+        what = progress_bar(*done, fancy=fancy) if done else \
+            shorten(json.dumps(meta, ensure_ascii=False))
+    label = f"{status:<9}"
+    return f"{paint(status, label) if color else label} {what}"
+
+
+def _since(record: Mapping[str, str]) -> float | None:
+    began = record.get("started_at") or record.get("submitted_at")
+    return time.time() - float(began) if began else None
+
+
+class ProgressDisplay:
+    """Shows a running task's state: redrawn in place on a terminal, with a spinner and the
+    time it has run; elsewhere (a pipe, a CI log) one line per change, not per redraw."""
+
+    def __init__(self, stream: TextIO, redraw: bool | None = None):
+        self.stream = stream
+        self.redraw = stream.isatty() if redraw is None else redraw
+        self.fancy = takes_utf8(stream)
+        self.spinner = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏" if self.fancy else "|/-\\"
+        self.frame = 0
+        self.last = ""
+        self.drawn = False
+
+    def show(self, record: Mapping[str, str]) -> None:
+        line = state_line(record, self.fancy, color=self.redraw)
+        if self.redraw:
+            self.frame += 1
+            spin = self.spinner[self.frame % len(self.spinner)]
+            since = _since(record)
+            elapsed = f"  {seconds(since)}" if since is not None else ""
+            self.stream.write(f"\r\x1b[K{spin} {line}{elapsed}")
+            self.drawn = True
+        elif line != self.last:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.last = line
+
+    def close(self) -> None:
+        """End the redrawn line, so what follows starts on a line of its own."""
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+@dataclass
+class Followed:
+    """Where following a task ended: its last record ({} once gone) and whether it is final."""
+
+    record: dict[str, str]
+    final: bool
+
+
+REREAD = 1.0  # seconds: the record is read again at least this often, notice or not
+
+
+def follow_task(app: AsyncQ, task_id: str, timeout: float | None,
+                show: Callable[[dict[str, str]], None], tick: float = REREAD) -> Followed:
+    """Read a task's record until it is final or ``timeout`` passes, calling ``show`` with
+    the latest record about every ``tick`` seconds.
+
+    The record is read again when the task's channel says it changed (update_state
+    and the final store both publish there), and at least every second anyway,
+    because pub/sub keeps nothing for a connection that dropped for a moment. A
+    success notice carries the result, which is all there is when the task keeps
+    no record (ignore_result).
+    """
+    broker = app.broker
+    channel = broker.client.pubsub(ignore_subscribe_messages=True)
+    name = app.keys.done_channel(task_id)
+    channel.subscribe(name)  # before the first read, so that no change is missed
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        read_at, changed, noticed = 0.0, True, None
+        record: dict[str, str] = {}
+        while True:
+            if changed or time.monotonic() - read_at >= REREAD:
+                record, read_at = broker.record(task_id), time.monotonic()
+                if not record:
+                    return Followed({"status": states.SUCCESS, "result": noticed}
+                                    if noticed is not None else {}, noticed is not None)
+                if record.get("status") in states.READY_STATES:
+                    return Followed(record, True)
+            show(record)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return Followed(record, False)
+            notice = channel.get_message(timeout=tick if left is None else min(tick, left))
+            changed = notice is not None
+            if notice and notice["data"].startswith(SUCCESS_NOTICE):
+                noticed = notice["data"][len(SUCCESS_NOTICE):].decode()
+    finally:
+        channel.unsubscribe(name)
+        channel.close()
+
+
+def status_lines(view: Mapping[str, Any], fancy: bool = True) -> list[str]:
+    """``asyncq status`` for people: the task, its state and, by state, its outcome
+    (with colours, which ``click.echo`` keeps for a terminal only)."""
+    call = view.get("task") or "?"
+    if "args" in view or "kwargs" in view:
+        parts = [json.dumps(arg, ensure_ascii=False) for arg in view.get("args", [])]
+        parts += [f"{key}={json.dumps(value, ensure_ascii=False)}"
+                  for key, value in view.get("kwargs", {}).items()]
+        call += f"({', '.join(parts)})"
+    rows = [("task", view["task_id"]), ("call", shorten(call, 200)),
+            ("state", paint(view["state"]))]
+    if view["state"] == states.SUCCESS:
+        rows.append(("result", json.dumps(view.get("result"), ensure_ascii=False)))
+    if "error" in view:
+        error = f"{view['error']['type']}: {view['error']['message']}"
+        rows.append(("error", paint(view["state"], error)))
+    if "meta" in view and view["state"] not in states.READY_STATES:
+        done = progress_of(view["meta"])
+        rows.append(("progress", progress_bar(*done, fancy=fancy)) if done
+                    else ("meta", json.dumps(view["meta"], ensure_ascii=False)))
+    rows += _timing_rows(view)
+    return [f"{label:<10} {value}" for label, value in rows]
+
+
+def _timing_rows(view: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    if view.get("queue"):
+        rows.append(("queue", view["queue"]))
+    if view.get("worker"):
+        rows.append(("worker", view["worker"]))
+    if view.get("retries"):
+        rows.append(("retries", str(view["retries"])))
+    if view.get("submitted_at"):
+        rows.append(("submitted", clock(view["submitted_at"], with_date=True)))
+    runtime = view.get("runtime")
+    if runtime is None and view.get("started_at") and view.get("finished_at"):
+        runtime = float(view["finished_at"]) - float(view["started_at"])
+    if runtime is not None:
+        rows.append(("runtime", seconds(runtime)))
+    elif view.get("started_at") and view["state"] not in states.READY_STATES:
+        rows.append(("running", f"for {seconds(time.time() - float(view['started_at']))}"))
+    return rows

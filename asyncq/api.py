@@ -38,6 +38,7 @@ from asyncq.app import AsyncQ
 from asyncq.dashboard import PUBLIC_ENDPOINTS, monitor_routes
 from asyncq.exceptions import ConfigurationError, EncodeError
 from asyncq.openapi import describe_api
+from asyncq.outage import REDIS_DOWN
 from asyncq.serialization import loads
 
 
@@ -134,11 +135,12 @@ def install_error_handlers(app: Flask) -> None:
                 response.headers[name] = value
         return response, status
 
-    @app.errorhandler(redis.ConnectionError)
-    @app.errorhandler(redis.TimeoutError)
     def redis_down(exc: Exception) -> tuple[Response, int]:
         current_app.logger.error("Redis unreachable: %s", exc)
         return error(503, "the queue's Redis server is unreachable; try again shortly")
+
+    for kind in REDIS_DOWN:
+        app.register_error_handler(kind, redis_down)
 
     # A subclass of ConnectionError to redis-py, but waiting will not fix it.
     @app.errorhandler(redis.AuthenticationError)

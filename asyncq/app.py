@@ -10,9 +10,11 @@ from datetime import datetime
 from typing import Any, TypeVar, overload
 
 import redis
+from redis.cluster import RedisCluster
 
 from asyncq.broker import MAX_ID_BYTES, Broker, encode_message
 from asyncq.config import Settings
+from asyncq.connection import redis_from_url
 from asyncq.exceptions import ConfigurationError, NotRegistered
 from asyncq.keys import PRIORITIES, Keys
 from asyncq.result import AsyncResult
@@ -125,14 +127,15 @@ class AsyncQ:
                                   self.conf.result_expires, events)
         return self._broker
 
-    def connect(self) -> redis.Redis:
+    def connect(self) -> redis.Redis | RedisCluster:
+        """A client for the broker URL: redis://, redis+sentinel:// or redis+cluster://."""
         url = self.conf.broker
         backend = self.conf.result_backend
         if backend and backend != url:
             raise ConfigurationError(
                 f"backend {backend!r} differs from broker {url!r}: asyncq stores results "
                 "beside the queues so that queueing and recording are one atomic step")
-        return redis.Redis.from_url(url, health_check_interval=30)
+        return redis_from_url(url, health_check_interval=30)
 
     def reset_connection(self) -> None:
         """Drop the connection; a forked child calls this to get its own."""

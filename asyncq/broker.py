@@ -1,18 +1,42 @@
 """The life of a task in Redis: enqueue, fetch, start, finish (store + ack), recover.
 
-Read this file top to bottom to follow one task. Each step that changes more
-than one key is a single MULTI or Lua script, so no crash between two Redis
-commands can leave a task half-moved:
+Read this file top to bottom to follow one task. The keys are laid out for
+Redis Cluster (see ``keys.py``): a task's record lives in a slot of its own,
+tagged by its id, and a queue's lists, in-flight lists and scheduled set share
+the queue's slot. So every script and MULTI touches one slot, and a step that
+changes both a record and a queue is two parts, a record part and a queue
+part, ordered so that a crash between them loses nothing:
 
-1. ``enqueue``  - write the PENDING record and push the message (MULTI).
-2. ``fetch``    - BLMOVE the message from the queue into the child's own
-                  in-flight list; it stays there until acknowledged.
+1. ``enqueue``  - write the PENDING record, then push the message.
+2. ``fetch``    - move messages of one queue into the child's in-flight list
+                  for that queue; they stay there until acknowledged.
 3. ``start``    - mark the record STARTED, or skip the message if its task
                   already has a final state (a duplicate delivery).
-4. ``finish``   - store the final state and remove the message from the
-                  in-flight list: the acknowledgement and the store are one step.
+4. ``finish``   - store the final state, then remove the message from the
+                  in-flight list (the acknowledgement). A crash in between
+                  leaves a final record and a held message: the message is
+                  redelivered or recovered, finds the final state, and is
+                  dropped.
 5. ``recover``  - a child died holding a message: put it back on its queue
                   (acks-late, or never started) or end it FAILURE WorkerLostError.
+
+How the parts travel (``Broker._in_stages``): on a single Redis, the parts of a
+step go in one MULTI/EXEC, so the step stays one atomic round trip as it always
+was. On a cluster they go one stage after the other, each stage a pipeline,
+because a cluster pipeline sends to every node at once and the nodes run their
+parts in no set order.
+
+A canvas step's follow-ups (queue the next step of a chain, count a chord
+member and queue the body when complete, fail the rest after a failed step)
+live in other slots. The record part of ``finish`` stores them in the record
+(field ``after``) together with the final state, and only if it stored the
+final state; the worker then applies them, each on its own slot, and last
+clears ``after`` and acknowledges. Whoever finds a final record still holding
+``after`` (a redelivered copy at ``start``, a recoverer, a retried ``finish``)
+applies the follow-ups again and clears them: after a crash, a follow-up may
+happen twice (a chain's next step queued twice, which its own record then
+runs once in all but a narrow race), but it is never lost. A chord member is
+counted in a set, so counting it twice is harmless.
 
 Celery's counterpart is kombu's Redis transport plus its Redis result backend.
 """
@@ -22,11 +46,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from asyncq import states
 from asyncq.events import Events
@@ -34,10 +59,12 @@ from asyncq.keys import PRIORITIES, Keys
 from asyncq.serialization import dumps
 
 if TYPE_CHECKING:
-    from redis.client import Pipeline
     from redis.commands.core import Script
 
     from asyncq.canvas import FollowUps
+
+# One Redis command, as a tuple of its words: ("LREM", key, 1, message).
+Command = tuple[Any, ...]
 
 # Marks a task record as final in Lua; the same set as states.READY_STATES.
 _LUA_IS_FINAL = """
@@ -46,32 +73,25 @@ local function is_final(status)
 end
 """
 
-# KEYS: record, queue list (or the scheduled set when due later).  ARGV:
-# message, task name, queue name, now, record ttl, due time ('' = now),
-# '1' to clear a record already under this id (a task_id given again).
-_ENQUEUE = """
-if ARGV[7] == '1' then redis.call('DEL', KEYS[1]) end
-if ARGV[6] == '' then
-  redis.call('HSET', KEYS[1], 'status', 'PENDING', 'task', ARGV[2], 'queue', ARGV[3],
-             'submitted_at', ARGV[4])
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], 'status', 'PENDING', 'task', ARGV[2], 'queue', ARGV[3],
-             'submitted_at', ARGV[4], 'eta', ARGV[6])
-  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+# -- record scripts: KEYS[1] is a task record, and no other key ---------------
+
+# ARGV: task name, queue name, now, record ttl, due time ('' = now), '1' to
+# clear a record already under this id (a task_id given again).
+_PENDING = """
+if ARGV[6] == '1' then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'status', 'PENDING', 'task', ARGV[1], 'queue', ARGV[2],
+           'submitted_at', ARGV[3])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'eta', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 """
 
-# KEYS: record, in-flight list.  ARGV: message, worker id, now, record ttl,
-# acks_late flag, status to show ('STARTED', or '' to leave it as it is), '1' to
-# keep the message in the record (result_extended: args for the dashboard).
+# ARGV: message, worker id, now, record ttl, acks_late flag, status to show
+# ('STARTED', or '' to leave it as it is), '1' to keep the message in the
+# record (result_extended: args for the dashboard).  Returns false, or when
+# the task is already final {status, follow-ups not yet applied ('' = none)}.
 _START = _LUA_IS_FINAL + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if is_final(status) then
-  redis.call('LREM', KEYS[2], 1, ARGV[1])
-  return status
-end
+local status, after = unpack(redis.call('HMGET', KEYS[1], 'status', 'after'))
+if is_final(status) then return {status, after or ''} end
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'worker', ARGV[2], 'started_at', ARGV[3], 'acks_late', ARGV[5],
              'status', ARGV[6])
@@ -83,85 +103,81 @@ if not status then redis.call('EXPIRE', KEYS[1], ARGV[4]) end  -- else it kept i
 return false
 """
 
-# KEYS: record, in-flight list, then the keys the follow-ups name.  ARGV:
-# message, result ttl (0 = delete the record), channel, the notice for it, a
-# canvas step's follow-ups as JSON ('' = none), then the record's new
-# field/value pairs.  The follow-ups (queue the next step of a chain, count a
-# chord member and queue its body when complete, fail the rest after a failed
-# step) happen only if this call stored the final state: a stray copy of the
-# message, or a step revoked while it ran, sets nothing in motion.
-_FINISH = _LUA_IS_FINAL + """
-local function follow(after)
-  for _, push in ipairs(after.push) do redis.call('LPUSH', KEYS[push[1]], push[2]) end
-  for _, fail in ipairs(after.fail) do
-    local key = KEYS[fail[1]]
-    if not is_final(redis.call('HGET', key, 'status')) then
-      redis.call('HSET', key, unpack(fail[2]))
-      redis.call('EXPIRE', key, fail[3])
-      redis.call('PUBLISH', fail[4], 'final')
-    end
-  end
-  local chord = after.chord  -- {members set, member id, ttl, size, body queue, body}
-  if chord then
-    local added = redis.call('SADD', KEYS[chord[1]], chord[2])
-    redis.call('EXPIRE', KEYS[chord[1]], chord[3])
-    if added == 1 and redis.call('SCARD', KEYS[chord[1]]) == chord[4] then
-      redis.call('LPUSH', KEYS[chord[5]], chord[6])
-    end
-  end
+# ARGV: ttl (0 = delete the record), channel, the notice for it, the
+# follow-ups as JSON ('' = none), then the record's new field/value pairs.
+# Stores the final state unless one is there.  Returns {1 if it stored, the
+# follow-ups the record now holds ('' = none)}: this call's own when it
+# stored, else any an earlier finish stored but did not get to apply.
+_STORE = _LUA_IS_FINAL + """
+local status, after = unpack(redis.call('HMGET', KEYS[1], 'status', 'after'))
+if is_final(status) then return {0, after or ''} end
+if ARGV[1] == '0' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'after', ARGV[4]) end
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
-local stored = 0
-if not is_final(redis.call('HGET', KEYS[1], 'status')) then
-  if ARGV[2] == '0' then
-    redis.call('DEL', KEYS[1])
-  else
-    redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-    redis.call('EXPIRE', KEYS[1], ARGV[2])
-  end
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
-  if ARGV[5] ~= '' then follow(cjson.decode(ARGV[5])) end
-  stored = 1
-end
-redis.call('LREM', KEYS[2], 1, ARGV[1])
-return stored
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return {1, ARGV[4]}
 """
 
-# KEYS: dead-letter list, in-flight list, record.  ARGV: message, result ttl,
-# channel, then the failure's field/value pairs (none when the id is unknown).
-_DEAD_LETTER = _LUA_IS_FINAL + """
-redis.call('LPUSH', KEYS[1], ARGV[1])
-redis.call('LREM', KEYS[2], 1, ARGV[1])
-if #ARGV > 3 and not is_final(redis.call('HGET', KEYS[3], 'status')) then
-  redis.call('HSET', KEYS[3], unpack(ARGV, 4))
-  redis.call('EXPIRE', KEYS[3], ARGV[2])
-  redis.call('PUBLISH', ARGV[3], 'final')
-end
-"""
-
-# KEYS: record, in-flight list, scheduled set.  ARGV: message, next try's
-# message, its due time, record ttl, channel, then the RETRY field/value pairs.
-# The RETRY state, the next try's schedule and the ack are one step.
+# ARGV: record ttl, channel, then the RETRY field/value pairs.  Returns 1 if it
+# stored RETRY, 0 if the task is already final.
 _RETRY = _LUA_IS_FINAL + """
-if is_final(redis.call('HGET', KEYS[1], 'status')) then
-  redis.call('LREM', KEYS[2], 1, ARGV[1])
-  return 0
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if is_final(redis.call('HGET', KEYS[1], 'status')) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('HDEL', KEYS[1], 'started_at')
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
-redis.call('LREM', KEYS[2], 1, ARGV[1])
-redis.call('PUBLISH', ARGV[5], 'update')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'update')
 return 1
 """
 
-# KEYS: in-flight list, then for each queue in turn its lists p9..p1 and its
-# own list.  ARGV: how many to take at most, how many children share the work.
-# Takes the oldest messages of the highest priorities, first queue first; one
-# EXISTS skips a queue's priority lists when all are empty.  A child takes no
-# more than its fair share of what waits in a list, so a shallow queue is
-# spread over the children rather than hoarded by one.  Returns the messages
-# in the order they should run.  (Ten lists per queue: keys.PRIORITIES.)
+# ARGV: ttl, channel, then field/value pairs.  Ends a task that is not running
+# here (revoked; the rest of a failed chain; a dead letter; a lost task).  A
+# revoked task keeps its record, and so its revocation, for the record ttl: a
+# worker that takes its message later sees the final state and drops it.
+_END = _LUA_IS_FINAL + """
+if is_final(redis.call('HGET', KEYS[1], 'status')) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'final')
+return 1
+"""
+
+# ARGV: channel, then field/value pairs.  A custom state such as PROGRESS;
+# never overwrites a final state, never creates a record.
+_UPDATE = _LUA_IS_FINAL + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or is_final(status) then return 0 end  -- no record: none is made (no TTL)
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PUBLISH', ARGV[1], 'update')
+return 1
+"""
+
+# ARGV: the started_at the recoverer read ('' = none), '1' to count a
+# redelivery.  After a recovered message went back on its queue: PENDING
+# again, unless the task is final meanwhile or a new start already happened
+# (its started_at differs), which must not be undone.
+_REQUEUED = _LUA_IS_FINAL + """
+local status, started = unpack(redis.call('HMGET', KEYS[1], 'status', 'started_at'))
+if not status or is_final(status) then return 0 end
+if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[1], 'redeliveries', 1) end
+if (started or '') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'status', 'PENDING')
+  redis.call('HDEL', KEYS[1], 'started_at')
+end
+return 1
+"""
+
+# -- queue scripts: every key carries one queue's hash tag ------------------
+
+# KEYS: in-flight list, then the queue's lists p9..p1 and its own list.  ARGV:
+# how many to take at most, how many children share the work.  Takes the
+# oldest messages of the highest priorities; one EXISTS skips the priority
+# lists when all are empty.  A child takes no more than its fair share of what
+# waits in a list, so a shallow queue is spread over the children rather than
+# hoarded by one.  Returns the messages in the order they should run.
 _TAKE = """
 local want, share, taken = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
 local function take_from(list)
@@ -174,14 +190,28 @@ local function take_from(list)
     taken[#taken + 1] = raw
   end
 end
-for first = 2, #KEYS, 10 do
-  if redis.call('EXISTS', unpack(KEYS, first, first + 8)) > 0 then
-    for i = first, first + 8 do take_from(KEYS[i]) end
-  end
-  take_from(KEYS[first + 9])
-  if #taken >= want then break end
+if redis.call('EXISTS', unpack(KEYS, 2, 10)) > 0 then
+  for i = 2, 10 do take_from(KEYS[i]) end
 end
+take_from(KEYS[11])
 return taken
+"""
+
+# KEYS: in-flight list, scheduled set.  ARGV: message, '1' if the record part
+# stored RETRY, the next try's message, its due time.  Schedules the next try
+# (only if RETRY was stored: a final task tries no more) and acks, in one step.
+_RESCHEDULE = """
+if ARGV[2] == '1' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+"""
+
+# KEYS: in-flight list, queue.  ARGV: message.  Puts a recovered message back
+# at the head of its queue, only if this call took it from the in-flight list:
+# of two recoverers, one moves it.  Returns 1 if it moved it.
+_PUT_BACK = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
 """
 
 # KEYS: scheduled set, queue.  ARGV: message.  Whichever worker removes a due
@@ -194,68 +224,16 @@ end
 return 0
 """
 
-# KEYS: record.  ARGV: ttl, channel, then field/value pairs.  Ends a task that
-# is not running here (revoked; or the rest of a failed chain).  A revoked task
-# keeps its record, and so its revocation, for the record ttl: a worker that
-# takes its message later sees the final state and drops it.
-_END = _LUA_IS_FINAL + """
-if is_final(redis.call('HGET', KEYS[1], 'status')) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], 'final')
-return 1
-"""
-
-# KEYS: record.  ARGV: channel, then field/value pairs.  A custom state such as
-# PROGRESS; never overwrites a final state, never creates a record.
-_UPDATE = _LUA_IS_FINAL + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status or is_final(status) then return 0 end  -- no record: none is made (no TTL)
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('PUBLISH', ARGV[1], 'update')
-return 1
-"""
-
-# KEYS: in-flight list, queue, record, owner's heartbeat key.  ARGV: message,
-# redelivery limit, mode, failure fields as JSON, channel, result ttl.
-# Modes: 'lost' (a child or host died: acks-late tasks come back, counted),
-# 'shutdown' (cold shutdown: the same, not counted), 'timeout' (hard time
-# limit: the task fails).  With 'lost', a live owner (fresh heartbeat) is left
-# alone, so two recoverers, or a worker that came back, never race.
-# Returns 'alive', 'missing' (another recoverer took it), 'gone' (already
-# final), 'requeued' or 'failed'.
-_RECOVER = _LUA_IS_FINAL + """
-if ARGV[3] == 'lost' and KEYS[4] ~= KEYS[1] and redis.call('EXISTS', KEYS[4]) == 1 then
-  return 'alive'
+# KEYS: the chord's member set, the body's queue list (both of the body's
+# queue).  ARGV: member id, ttl, chord size, body message.  Counts a member
+# that succeeded; the member that completes the set queues the body, once.
+_CHORD = """
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if added == 1 and redis.call('SCARD', KEYS[1]) == tonumber(ARGV[3]) then
+  redis.call('LPUSH', KEYS[2], ARGV[4])
 end
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 'missing' end
-local status, started, acks_late = unpack(
-  redis.call('HMGET', KEYS[3], 'status', 'started_at', 'acks_late'))
-if is_final(status) then return 'gone' end
-local function requeue()
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  if status then
-    redis.call('HSET', KEYS[3], 'status', 'PENDING')
-    redis.call('HDEL', KEYS[3], 'started_at')
-  end
-  return 'requeued'
-end
-if not started then return requeue() end
-if acks_late == '1' and ARGV[3] == 'shutdown' then return requeue() end
-if acks_late == '1' and ARGV[3] == 'lost' then
-  local redelivered = tonumber(redis.call('HGET', KEYS[3], 'redeliveries') or '0')
-  if redelivered < tonumber(ARGV[2]) then
-    redis.call('HINCRBY', KEYS[3], 'redeliveries', 1)
-    return requeue()
-  end
-end
-local fields = cjson.decode(ARGV[4])
-for field, value in pairs(fields) do redis.call('HSET', KEYS[3], field, value) end
-redis.call('EXPIRE', KEYS[3], ARGV[6])
-redis.call('PUBLISH', ARGV[5], 'final')
-return 'failed'
 """
-
 
 @dataclass(frozen=True)
 class Message:
@@ -358,121 +336,180 @@ def final_notice(fields: Mapping[str, str]) -> str:
     return "final"
 
 
+def flat(fields: Mapping[str, str]) -> list[str]:
+    """Field/value pairs as Redis takes them: [field, value, field, value, ...]."""
+    return [item for pair in fields.items() for item in pair]
+
+
 def now() -> str:
     """Timestamps are stored as Unix seconds with microseconds."""
     return f"{time.time():.6f}"
 
 
+def registration(raw: bytes | str) -> tuple[int, list[str]]:
+    """A worker registry entry, JSON {"concurrency", "queues"}: what the worker's
+    children may hold, one in-flight list per queue and child."""
+    entry = json.loads(raw)
+    if isinstance(entry, int):  # written by an asyncq before queues had slots of their own
+        return entry, []
+    return int(entry["concurrency"]), [str(queue) for queue in entry["queues"]]
+
+
 class Broker:
     """All of asyncq's Redis traffic: queues (lists) and task records (hashes)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, record_ttl: int, result_ttl: int,
-                 events_max_length: int = 0):
+    def __init__(self, client: redis.Redis | RedisCluster, keys: Keys, record_ttl: int,
+                 result_ttl: int, events_max_length: int = 0):
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
         self.keys = keys
         self.record_ttl = record_ttl  # safety TTL while a task is queued or running
         self.result_ttl = result_ttl  # how long final results are kept
         self.events = Events(client, keys, events_max_length)  # notes ride along with fetch
         self._waiters = threading.local()  # one pub/sub connection per thread, for get()
-        self._enqueue = client.register_script(_ENQUEUE)
+        self._pending = client.register_script(_PENDING)
         self._start = client.register_script(_START)
-        self._finish = client.register_script(_FINISH)
+        self._store = client.register_script(_STORE)
         self._update = client.register_script(_UPDATE)
-        self._recover = client.register_script(_RECOVER)
-        self._dead_letter = client.register_script(_DEAD_LETTER)
         self._retry = client.register_script(_RETRY)
-        self._move_due = client.register_script(_MOVE_DUE)
         self._end = client.register_script(_END)
+        self._requeued = client.register_script(_REQUEUED)
         self._take = client.register_script(_TAKE)
+        self._reschedule = client.register_script(_RESCHEDULE)
+        self._put_back = client.register_script(_PUT_BACK)
+        self._move_due = client.register_script(_MOVE_DUE)
+        self._chord = client.register_script(_CHORD)
+
+    # -- how the parts of a step travel --------------------------------------
+    def _in_stages(self, *stages: Sequence[Command]) -> list[Any]:
+        """Run commands stage by stage; returns their answers, in order.
+
+        Within a stage, order does not matter; each stage must be done before the
+        next begins. On a single Redis all stages go in one MULTI/EXEC (one
+        connection runs them in order, and no other client sees a step half
+        done). On a cluster each stage is one pipeline, sent when the one before
+        has answered: a cluster pipeline writes to every node at once.
+        """
+        if not self.cluster:
+            pipe = self.client.pipeline(transaction=True)
+            for command in (command for stage in stages for command in stage):
+                pipe.execute_command(*command)
+            return pipe.execute()
+        answers: list[Any] = []
+        for stage in stages:
+            pipe = self.client.pipeline(transaction=False)
+            for command in stage:
+                pipe.execute_command(*command)
+            answers.extend(pipe.execute())
+        return answers
+
+    @staticmethod
+    def _eval(script: Script, keys: list[str], args: list[Any]) -> Command:
+        """A script as a command for ``_in_stages``: EVAL with its text, not EVALSHA, so
+        that a Redis that has forgotten its scripts (restarted, failed over) cannot
+        fail one part of a step and run the others."""
+        return ("EVAL", script.script, len(keys), *keys, *args)
+
+    def _record_end(self, task_id: str, pairs: list[str], ttl: int) -> Command:
+        """The command that ends a task (unless it is final) with the field/value ``pairs``."""
+        return self._eval(self._end, [self.keys.task(task_id)],
+                          [ttl, self.keys.done_channel(task_id), *pairs])
 
     # -- 1. enqueue ---------------------------------------------------------
     def enqueue(self, task_id: str, task: str, queue: str, message: bytes,
                 eta: float | None = None, priority: int = 0, fresh: bool = False) -> None:
-        """Write the PENDING record and queue the message (or schedule it), in one script.
-        ``fresh`` first clears a record left under this id (a task_id given again)."""
+        """Write the PENDING record, then queue the message (or schedule it): a worker
+        that takes the message always finds the record. ``fresh`` first clears a
+        record left under this id (a task_id given again)."""
         later = eta is not None and eta > time.time()
-        target = self.keys.scheduled() if later else self.keys.queue(queue, priority)
-        self._enqueue(keys=[self.keys.task(task_id), target],
-                      args=[message, task, queue, now(), self.record_ttl,
-                            f"{eta:.6f}" if later else "", int(fresh)])
+        record = self._eval(self._pending, [self.keys.task(task_id)],
+                            [task, queue, now(), self.record_ttl, f"{eta:.6f}" if later else "",
+                             int(fresh)])
+        push = ("ZADD", self.keys.scheduled(queue), f"{eta:.6f}", message) if later \
+            else ("LPUSH", self.keys.queue(queue, priority), message)
+        self._in_stages([record], [push])
 
     def enqueue_all(self, entries: list[tuple[str, str, str, bytes | None, int]]) -> None:
-        """Many tasks in one MULTI: (id, task, queue, message or None, priority) each;
-        a None message writes the PENDING record only (a later step of a canvas)."""
-        pipe = self.client.pipeline(transaction=True)
-        for task_id, task, queue, message, priority in entries:
-            self._write_pending(pipe, task_id, task, queue)
-            if message is not None:
-                pipe.lpush(self.keys.queue(queue, priority), message)
-        pipe.execute()
+        """Many tasks: (id, task, queue, message or None, priority) each; a None message
+        writes the PENDING record only (a later step of a canvas). All records are
+        written before any message is queued."""
+        records = [self._eval(self._pending, [self.keys.task(task_id)],
+                              [task, queue, now(), self.record_ttl, "", 1])
+                   for task_id, task, queue, _, _ in entries]
+        pushes = [("LPUSH", self.keys.queue(queue, priority), message)
+                  for _, _, queue, message, priority in entries if message is not None]
+        self._in_stages(records, pushes)
 
-    def _write_pending(self, pipe: Pipeline, task_id: str, task: str, queue: str) -> None:
-        """The PENDING record, as _ENQUEUE writes it, for a MULTI of many tasks."""
-        record = self.keys.task(task_id)
-        fields = {"status": states.PENDING, "task": task, "queue": queue, "submitted_at": now()}
-        pipe.delete(record)
-        pipe.hset(record, mapping=fields)
-        pipe.expire(record, self.record_ttl)
-
-    def move_due(self, limit: int = 500) -> float | None:
-        """Queue the scheduled messages now due; returns when the next one is due."""
-        scheduled = self.keys.scheduled()
-        for raw in self.client.zrangebyscore(scheduled, "-inf", time.time(), 0, limit):
-            try:
-                message = Message.decode(raw)
-            except ValueError:  # cannot happen for messages we wrote; set aside, atomically
-                pipe = self.client.pipeline(transaction=True)
-                pipe.zrem(scheduled, raw)
-                pipe.lpush(self.keys.dead_letters(), raw)
-                pipe.execute()
-                continue
-            target = self.keys.queue(message.queue, message.priority)
-            self._move_due(keys=[scheduled, target], args=[raw])
-        upcoming = self.client.zrange(scheduled, 0, 0, withscores=True)
-        return upcoming[0][1] if upcoming else None
+    def move_due(self, queues: Iterable[str], limit: int = 500) -> float | None:
+        """Queue the scheduled messages of ``queues`` now due; returns when the next
+        one is due. Each queue's set and lists share a slot: one script per message."""
+        upcoming = []
+        for queue in queues:
+            scheduled = self.keys.scheduled(queue)
+            for raw in self.client.zrangebyscore(scheduled, "-inf", time.time(), 0, limit):
+                try:
+                    message = Message.decode(raw)
+                except ValueError:  # cannot happen for messages we wrote: set aside
+                    if self.client.zrem(scheduled, raw):  # whoever removes it keeps it
+                        self.client.lpush(self.keys.dead_letters(), raw)
+                    continue
+                self._move_due(keys=[scheduled, self.keys.queue(queue, message.priority)],
+                               args=[raw])
+            upcoming += self.client.zrange(scheduled, 0, 0, withscores=True)
+        return min((score for _, score in upcoming), default=None)
 
     # -- 2. fetch -----------------------------------------------------------
-    def fetch(self, queues: list[str], inflight: str, timeout: float,
-              prefetch: int = 1, share: int = 1) -> list[bytes]:
-        """Move up to ``prefetch`` messages into ``inflight``, in the order to run them:
-        from the first queue that has some, and within a queue highest priority first.
+    def fetch(self, queues: list[str], worker_id: str, slot: int, timeout: float,
+              prefetch: int = 1, share: int = 1) -> tuple[str, list[bytes]]:
+        """Move up to ``prefetch`` messages of one queue into the child's in-flight list
+        for that queue; returns that list's key and the messages, in the order to
+        run them. The first queue that has messages gives them all, highest
+        priority first.
 
         A message is never only in a Python variable: it is either on its queue or
-        on the in-flight list, so a crash here loses nothing (taken but not started,
+        on an in-flight list, so a crash here loses nothing (taken but not started,
         it goes back to its queue). ``share``, the number of children of the worker,
         keeps one child from taking more than its part of a short queue. When every
         list is empty, block (BLMOVE) on the first queue's own list for up to ``timeout``.
         """
-        lists = [self.keys.queue(queue, priority) for queue in queues
-                 for priority in reversed(PRIORITIES)]
-        taken = self.run_with_events(self._take, [inflight, *lists], [prefetch, share])
-        if taken:
-            return taken
+        for queue in queues:  # this process's events ride along with the first call
+            inflight = self.keys.inflight(queue, worker_id, slot)
+            lists = [self.keys.queue(queue, priority) for priority in reversed(PRIORITIES)]
+            taken = self.run_with_events(self._take, [inflight, *lists], [prefetch, share])
+            if taken:
+                return inflight, taken
+        inflight = self.keys.inflight(queues[0], worker_id, slot)
         raw = self.client.blmove(self.keys.queue(queues[0]), inflight, timeout, "RIGHT", "LEFT")
-        return [raw] if raw is not None else []
+        return inflight, [raw] if raw is not None else []
 
     # -- 3. start -----------------------------------------------------------
     def start(self, message: Message, inflight: str, worker_id: str, acks_late: bool,
               track_started: bool, extended: bool = False) -> str | None:
-        """Record that a child began the task; returns the final state instead if it has one."""
+        """Record that a child began the task; returns the final state instead if it has
+        one, after dropping the message (and applying follow-ups a crash left undone)."""
         final = self.run_with_events(
-            self._start, [self.keys.task(message.id), inflight],
+            self._start, [self.keys.task(message.id)],
             [message.raw, worker_id, now(), self.record_ttl, int(acks_late),
              states.STARTED if track_started else "", int(extended)])
-        return final.decode() if final else None
+        if not final:
+            return None
+        status, after = final
+        self._ack(message, inflight, after)
+        return status.decode()
 
     def run_with_events(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """Run a script, sending this process's task events in the same round trip.
 
-        EVALSHA in a plain pipeline: redis-py's own script-in-pipeline support
-        asks SCRIPT EXISTS first, which would cost the round trip we save. A
-        script Redis has forgotten (it restarted) is loaded and run again.
+        EVALSHA in a plain pipeline, as a raw command (a cluster pipeline refuses
+        ``pipe.evalsha``): redis-py's own script-in-pipeline support asks SCRIPT
+        EXISTS first, which would cost the round trip we save. A script Redis has
+        forgotten (it restarted) is loaded and run again.
         """
         if not self.events.notes:
             return script(keys=keys, args=args)
         pipe = self.client.pipeline(transaction=False)
         sending = self.events.send_in(pipe)
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         observed, result = pipe.execute(raise_on_error=False)
         if isinstance(observed, redis.exceptions.NoScriptError):
             self.events.flush(self.client)  # Script objects load themselves when called
@@ -502,55 +539,80 @@ class Broker:
     # -- 4. finish: store the final state and acknowledge -------------------
     def finish(self, message: Message, inflight: str, fields: Mapping[str, str],
                keep_result: bool = True, after: FollowUps | None = None) -> bool:
-        """Store the final state and ack in one script; False if a final state was there.
+        """Store the final state, then ack; False if a final state was there.
 
-        ``after`` holds a canvas step's follow-ups; the same script applies them, and
-        only when it stored this step's final state (see ``_FINISH``).
+        ``after`` holds a canvas step's follow-ups: they are stored with the final
+        state, applied, and cleared before the ack (see the module docstring).
         """
-        keys = [self.keys.task(message.id), inflight]
-        plan = self._follow_up_plan(after, keys) if after else ""
-        pairs = [item for pair in fields.items() for item in pair]
-        return bool(self._finish(
-            keys=keys,
-            args=[message.raw, self.result_ttl if keep_result else 0,
-                  self.keys.done_channel(message.id), final_notice(fields), plan, *pairs]))
+        plan = self._follow_up_plan(after, keep_result) if after else ""
+        ttl = self.result_ttl if keep_result else 0
+        if plan and not keep_result:
+            ttl = self.record_ttl  # the record holds the plan until it is applied, then goes
+        pairs = flat(fields)
+        store = self._eval(self._store, [self.keys.task(message.id)],
+                           [ttl, self.keys.done_channel(message.id), final_notice(fields), plan,
+                            *pairs])
+        if plan:
+            stored, pending = self._in_stages([store])[0]
+            self._ack(message, inflight, pending)
+        else:
+            (stored, pending), _ = self._in_stages([store], [("LREM", inflight, 1, message.raw)])
+            if pending:  # an earlier finish of this task stored follow-ups and crashed
+                self._ack(message, inflight, pending)
+        return bool(stored)
 
-    def _follow_up_plan(self, after: FollowUps, keys: list[str]) -> str:
-        """The follow-ups as JSON for ``_FINISH``, naming keys by their place in ``keys``
-        (which it extends), so that the script touches only keys it was given."""
-        def place(key: str) -> int:
-            keys.append(key)
-            return len(keys)
+    def _ack(self, message: Message, inflight: str, pending: bytes | str) -> None:
+        """Drop the message from its in-flight list, first applying the follow-ups
+        ``pending`` (JSON, '' = none) that its final record holds, and clearing them."""
+        if not pending:
+            self.client.lrem(inflight, 1, message.raw)
+            return
+        plan = json.loads(pending)
+        record = self.keys.task(message.id)
+        apply: list[Command] = [("LPUSH", key, body) for key, body in plan["push"]]
+        apply += [self._record_end(task_id, pairs, self.result_ttl)
+                  for task_id, pairs in plan["fail"]]
+        if plan.get("chord"):
+            members, member, size, body_queue, body = plan["chord"]
+            apply.append(self._eval(self._chord, [members, body_queue],
+                                    [member, self.record_ttl, size, body]))
+        clear = ("DEL", record) if plan.get("forget") else ("HDEL", record, "after")
+        self._in_stages(apply, [clear, ("LREM", inflight, 1, message.raw)])
 
+    def _follow_up_plan(self, after: FollowUps, keep_result: bool) -> str:
+        """The follow-ups as JSON, as the record holds them until they are applied."""
+        if not (after.push or after.fail or after.chord_member):
+            return ""
         plan: dict[str, Any] = {
-            "push": [[place(key), body.decode()] for key, body in after.push],
-            "fail": [[place(self.keys.task(task_id)),
-                      [item for pair in failure.items() for item in pair],
-                      self.result_ttl, self.keys.done_channel(task_id)]
-                     for task_id, failure in after.fail]}
+            "push": [[key, body.decode()] for key, body in after.push],
+            "fail": [[task_id, flat(failure)] for task_id, failure in after.fail]}
         if after.chord_member:
             members, member, size, body_queue, body = after.chord_member
-            plan["chord"] = [place(members), member, self.record_ttl, size, place(body_queue),
-                             body.decode()]
+            plan["chord"] = [members, member, size, body_queue, body.decode()]
+        if not keep_result:
+            plan["forget"] = True  # delete the record once they are applied
         return json.dumps(plan)
-
-    def _end_with(self, client: Any, task_id: str, fields: Mapping[str, str], ttl: int) -> Any:
-        pairs = [item for pair in fields.items() for item in pair]
-        return self._end(keys=[self.keys.task(task_id)],
-                         args=[ttl, self.keys.done_channel(task_id), *pairs], client=client)
 
     def retry(self, message: Message, inflight: str, eta: float,
               fields: Mapping[str, str]) -> bool:
-        """Store RETRY, schedule the next try and ack, in one script."""
-        pairs = [item for pair in fields.items() for item in pair]
-        return bool(self._retry(
-            keys=[self.keys.task(message.id), inflight, self.keys.scheduled()],
-            args=[message.raw, message.retried(), eta, self.record_ttl,
-                  self.keys.done_channel(message.id), *pairs]))
+        """Store RETRY, then schedule the next try and ack (one script on the queue's
+        slot); False if the task was already final (then it is only acked).
+
+        A crash in between leaves RETRY stored without a started_at and the message
+        held: recovery puts it back on its queue, and the try is made again.
+        """
+        pairs = flat(fields)
+        stored = self._retry(keys=[self.keys.task(message.id)],
+                             args=[self.record_ttl, self.keys.done_channel(message.id), *pairs])
+        self._reschedule(keys=[inflight, self.keys.scheduled(message.queue)],
+                         args=[message.raw, stored, message.retried(), eta])
+        return bool(stored)
 
     def revoke(self, task_id: str, fields: Mapping[str, str]) -> bool:
         """End a task REVOKED unless it is already final; False if it was."""
-        if not self._end_with(self.client, task_id, fields, self.record_ttl):
+        if not self._end(keys=[self.keys.task(task_id)],
+                         args=[self.record_ttl, self.keys.done_channel(task_id),
+                               *flat(fields)]):
             return False
         name = self.client.hget(self.keys.task(task_id), "task")
         self.events.note("revoked", task_id, name.decode() if name else "?",
@@ -561,11 +623,12 @@ class Broker:
     def dead_letter(self, raw: bytes, inflight: str, failure: Mapping[str, str] | None,
                     task_id: str | None) -> None:
         """Set an unrunnable message aside, and fail its task where the id is known
-        (unless that task already has a final state: this message is then a stray copy)."""
-        pairs = [item for pair in (failure or {}).items() for item in pair] if task_id else []
-        self._dead_letter(
-            keys=[self.keys.dead_letters(), inflight, self.keys.task(task_id or "-")],
-            args=[raw, self.result_ttl, self.keys.done_channel(task_id or "-"), *pairs])
+        (unless that task already has a final state: this message is then a stray copy).
+        The message is on the dead-letter list before it leaves the in-flight list."""
+        aside: list[Command] = [("LPUSH", self.keys.dead_letters(), raw)]
+        if task_id and failure:
+            aside.append(self._record_end(task_id, flat(failure), self.result_ttl))
+        self._in_stages(aside, [("LREM", inflight, 1, raw)])
 
     # -- 5. recover a dead child's messages ---------------------------------
     def inflight_messages(self, inflight: str) -> list[bytes]:
@@ -573,18 +636,41 @@ class Broker:
 
     def recover(self, message: Message, inflight: str, owner: str, mode: str,
                 redelivery_limit: int, failure: Mapping[str, str]) -> str:
-        """Requeue or fail one message a dead child held; see ``_RECOVER`` for the rules.
+        """Requeue or fail one message a dead child held.
 
-        ``owner`` is the heartbeat key of the worker that held it; pass ``inflight``
-        itself when the caller is that worker.
+        Modes: 'lost' (a child or host died: acks-late tasks come back, counted
+        against ``redelivery_limit``), 'shutdown' (cold shutdown: the same, not
+        counted), 'timeout' (hard time limit: the task fails). With 'lost', a live
+        owner (``owner``, its heartbeat key, exists) is left alone, so a worker that
+        came back is not robbed; pass ``inflight`` itself as ``owner`` when the
+        caller is that worker. Returns 'alive', 'missing' (another recoverer took
+        it), 'gone' (already final), 'requeued' or 'failed'.
+
+        The record is read, then the message is moved (only by whoever takes it
+        from the in-flight list), then the record is updated (only if it did not
+        change meanwhile): three slots, never a half-moved message.
         """
-        result = self._recover(
-            keys=[inflight, self.keys.queue(message.queue, message.priority),
-                  self.keys.task(message.id), owner],
-            args=[message.raw, redelivery_limit, mode, json.dumps(dict(failure)),
-                  self.keys.done_channel(message.id), self.result_ttl],
-        )
-        return result.decode()
+        if mode == "lost" and owner != inflight and self.client.exists(owner):
+            return "alive"
+        record = self.keys.task(message.id)
+        status, started, acks_late, redelivered, after = (
+            value.decode() if value is not None else None for value in self.client.hmget(
+                record, "status", "started_at", "acks_late", "redeliveries", "after"))
+        if status in states.READY_STATES:
+            self._ack(message, inflight, after or "")
+            return "gone"
+        counted = acks_late == "1" and mode == "lost" and started is not None
+        if started is None or (acks_late == "1" and mode == "shutdown") or (
+                counted and int(redelivered or 0) < redelivery_limit):
+            queue = self.keys.queue(message.queue, message.priority)
+            if not self._put_back(keys=[inflight, queue], args=[message.raw]):
+                return "missing"
+            self._requeued(keys=[record], args=[started or "", int(counted)])
+            return "requeued"
+        if not self.client.lrem(inflight, 1, message.raw):
+            return "missing"
+        self._in_stages([self._record_end(message.id, flat(failure), self.result_ttl)])
+        return "failed"
 
     # -- reading records ----------------------------------------------------
     def waiter(self) -> redis.client.PubSub:
@@ -610,7 +696,7 @@ class Broker:
     def purge(self, queue: str) -> int:
         """Delete every message waiting in a queue (all priorities); returns how many."""
         lists = [self.keys.queue(queue, priority) for priority in PRIORITIES]
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=True)  # one queue: one slot
         for key in lists:
             pipe.llen(key)
         pipe.delete(*lists)
@@ -626,3 +712,10 @@ class Broker:
         counts, per_queue = pipe.execute(), len(PRIORITIES)
         return {name: sum(counts[i * per_queue:(i + 1) * per_queue])
                 for i, name in enumerate(names)}
+
+    def scheduled_count(self, queues: Iterable[str]) -> int:
+        """Messages due later (countdown, ETA, retries) in the scheduled sets of ``queues``."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in queues:
+            pipe.zcard(self.keys.scheduled(name))
+        return sum(pipe.execute())

@@ -1,12 +1,13 @@
 """Signatures, chains, groups and chords: Celery's canvas, flat and small.
 
 How they travel: every step gets its id, and a PENDING record, when the whole
-canvas is submitted (one MULTI). A chain's first message carries the steps
-still to come; when a step succeeds, its worker queues the next one with the
-result as its first argument, in the same script that stores the step's result.
-A chord's members carry the body; each member that succeeds adds its id to a
-set, and the member that completes the set queues the body, which gathers the
-members' results. A failing step ends the rest of its chain, or its chord's
+canvas is submitted (all records before any message). A chain's first message
+carries the steps still to come; when a step succeeds, its worker queues the
+next one with the result as its first argument: the plan to do so is stored
+with the step's result, so that it survives a crash (see broker.py). A chord's
+members carry the body; each member that succeeds adds its id to a set kept
+beside the body's queue, and the member that completes the set queues the
+body, which gathers the members' results. A failing step ends the rest of its chain, or its chord's
 body, FAILURE with the step's error. Nesting canvases in canvases is not
 supported: each step is a plain task signature.
 """
@@ -208,7 +209,7 @@ class GroupResult:
                       propagate=propagate) for r in self.results]
 
 
-# -- what a worker does after a step: follow-ups, applied by the finish script --
+# -- what a worker does after a step: follow-ups, stored with its result, then applied --
 @dataclass
 class FollowUps:
     """Redis writes that come with storing one step's final state."""
@@ -236,7 +237,7 @@ def follow_ups(app: AsyncQ, message: Message, fields: dict[str, str]) -> FollowU
                                encode_body(step)))
         if chord:
             queue_key = app.keys.queue(chord["queue"], int(chord.get("priority") or 0))
-            after.chord_member = (app.keys.chord(chord["id"]), message.id,
+            after.chord_member = (app.keys.chord(chord["queue"], chord["id"]), message.id,
                                   len(chord["gather"]), queue_key, encode_body(chord))
     elif fields.get("status") == states.FAILURE:
         failure = {k: v for k, v in fields.items() if k != "traceback"}

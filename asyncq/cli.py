@@ -18,10 +18,13 @@ from urllib.parse import urlsplit
 
 import click
 import redis
+from redis.exceptions import RedisClusterException
 
 from asyncq import __version__, deadletters, states, watch
 from asyncq.app import AsyncQ
+from asyncq.connection import redis_from_url
 from asyncq.monitor import Monitor
+from asyncq.outage import REDIS_DOWN
 from asyncq.worker import Supervisor, WorkerOptions
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
@@ -136,7 +139,7 @@ def talking_to_redis(app: AsyncQ) -> Iterator[None]:
         yield
     except redis.AuthenticationError as exc:
         raise refused(app, exc) from None
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except REDIS_DOWN as exc:
         raise RedisUnavailable(
             f"Redis at {hide_password(app.conf.broker)} is unreachable: {exc}") from None
 
@@ -148,15 +151,17 @@ def check_credentials(app: AsyncQ) -> None:
     reports a refused password as a connection error, so a wrong password would
     otherwise look like a Redis that never comes up.
     """
-    client = redis.Redis.from_url(app.conf.broker, socket_connect_timeout=5, socket_timeout=5)
+    client = None
     try:
+        client = redis_from_url(app.conf.broker, socket_connect_timeout=5, socket_timeout=5)
         client.ping()
     except redis.AuthenticationError as exc:
         raise refused(app, exc) from None
-    except redis.RedisError:
+    except (redis.RedisError, RedisClusterException):
         pass  # down or still starting: the supervisor waits for it
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 @main.command()

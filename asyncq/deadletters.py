@@ -8,9 +8,11 @@ operator sees here is what the worker saw. ``asyncq -A APP dead ...`` (in
 
 Whether a message can run is judged against the app given here, which may
 know more tasks than the worker that set it aside (a newer release): such a
-message can be requeued. Requeueing is one Lua script per message, so no crash
-or concurrent requeue can leave a message both dead and queued, or queued
-twice.
+message can be requeued. Requeueing takes the message off the dead-letter
+list first (LREM: of two operators requeueing at once, one gets it), then
+writes its PENDING record and queues it, as ``Broker.enqueue`` does. The list,
+the record and the queue are in three slots: a crash after the LREM loses that
+one dead letter, never runs it twice.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from asyncq import states
-from asyncq.broker import Message, now
+from asyncq.broker import Message
 from asyncq.exceptions import NotRegistered, exception_type_name
 from asyncq.keys import PRIORITIES
 
@@ -34,26 +36,6 @@ if TYPE_CHECKING:
 # means the task ran (or is queued) through another copy of the message.
 NOT_REGISTERED = exception_type_name(NotRegistered())
 
-
-# KEYS: dead-letter list, task record, queue list (the one for the message's
-# priority).  ARGV: message, task name, queue name, submitted_at, record ttl,
-# the NotRegistered type name.
-# The record is checked here, not only when listing, so that two operators
-# requeueing at once, or a task submitted again meanwhile, never run it twice.
-# Returns {'requeued'}, {'gone'} (no longer in the list) or {'kept', status}.
-_REQUEUE = """
-local status, exc_type = unpack(redis.call('HMGET', KEYS[2], 'status', 'exc_type'))
-if status and not (status == 'FAILURE' and exc_type == ARGV[6]) then
-  return {'kept', status}
-end
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return {'gone'} end
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], 'status', 'PENDING', 'task', ARGV[2], 'queue', ARGV[3],
-           'submitted_at', ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('LPUSH', KEYS[3], ARGV[1])
-return {'requeued'}
-"""
 
 # KEYS: dead-letter list.  ARGV: how many of the oldest entries to remove (-1: all).
 # New dead letters are LPUSHed at the head, so the oldest N are the N an operator
@@ -153,25 +135,35 @@ def requeue(app: AsyncQ, ids: Collection[str] = ()) -> RequeueReport:
         found = {letter.task_id for letter in letters}
         report.unmatched = [task_id for task_id in dict.fromkeys(ids) if task_id not in found]
         letters = [letter for letter in letters if letter.task_id in wanted]
-    script = app.broker.client.register_script(_REQUEUE)
     for letter in letters:
-        if not letter.requeueable:
-            report.kept.append(letter)
-            continue
-        assert letter.task_id and letter.task and letter.queue  # a decodable message
-        outcome, *status = script(
-            keys=[app.keys.dead_letters(), app.keys.task(letter.task_id),
-                  app.keys.queue(letter.queue, letter.priority)],
-            args=[letter.raw, letter.task, letter.queue, now(), app.conf.task_record_ttl,
-                  NOT_REGISTERED])
-        outcome = outcome.decode()
-        if outcome == "requeued":
+        outcome = _requeue_one(app, letter) if letter.requeueable else letter
+        if outcome is None:
             report.requeued.append(letter)
         elif outcome == "gone":
             report.gone.append(letter)
         else:
-            report.kept.append(_record_problem(letter, status[0].decode(), None))
+            report.kept.append(outcome)
     return report
+
+
+def _requeue_one(app: AsyncQ, letter: DeadLetter) -> DeadLetter | str | None:
+    """Requeue one dead letter: None when done, "gone" when someone else took it off
+    the list, else the letter with the reason it stays.
+
+    The record is checked again here, not only when listing, so that a task
+    submitted again meanwhile is not run twice.
+    """
+    assert letter.task_id and letter.task and letter.queue  # a decodable message
+    status, exc_type = app.broker.client.hmget(app.keys.task(letter.task_id), "status",
+                                               "exc_type")
+    kept = _record_problem(letter, _text(status), _text(exc_type))
+    if not kept.requeueable:
+        return kept
+    if not app.broker.client.lrem(app.keys.dead_letters(), 1, letter.raw):
+        return "gone"
+    app.broker.enqueue(letter.task_id, letter.task, letter.queue, letter.raw,
+                       priority=letter.priority, fresh=True)
+    return None
 
 
 def purge(app: AsyncQ, oldest: int | None = None) -> tuple[int, int]:

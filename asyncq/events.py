@@ -105,7 +105,7 @@ class Events:
         if not self.notes:
             return 0
         keys, args = self._call()
-        pipe.evalsha(self._observe.sha, len(keys), *keys, *args)
+        pipe.execute_command("EVALSHA", self._observe.sha, len(keys), *keys, *args)
         return len(self.notes)
 
     def sent(self, how_many: int) -> None:

@@ -1,8 +1,18 @@
 """Every Redis key asyncq uses, in one place.
 
-All keys of one app share the hash tag ``{prefix}`` so that every script and
-MULTI touches a single Redis Cluster slot. ``redis-cli --scan --pattern
-'{asyncq}:*'`` lists them all.
+Keys are laid out for Redis Cluster: every script and MULTI touches the keys of
+one hash tag (one slot) only, and queues spread over the cluster's masters.
+With the prefix ``P`` (the setting ``key_prefix``, "asyncq" by default):
+
+- per queue ``Q``, tag ``{P:Q}``: its lists (one per priority), the in-flight
+  lists of the children consuming it, its scheduled set, and the member sets
+  of chords whose body goes to ``Q``;
+- per task, tagged by its id: its record ``P:task:{id}`` and its channel, so
+  that a record is found from the id alone;
+- tag ``{P}``: the worker registry and heartbeats, dead letters, the event
+  stream and the counters.
+
+``redis-cli --scan --pattern '*asyncq*'`` lists them all.
 """
 
 from __future__ import annotations
@@ -21,46 +31,66 @@ class Keys:
 
     @property
     def tag(self) -> str:
+        """The hash tag of the keys shared by the whole app (workers, dead letters, events)."""
         return "{" + self.prefix + "}"
 
+    def queue_tag(self, name: str) -> str:
+        """The hash tag of everything that belongs to one queue."""
+        return "{" + self.prefix + ":" + name + "}"
+
+    # -- per queue ----------------------------------------------------------
     def queue(self, name: str, priority: int = 0) -> str:
         """List of JSON messages waiting to run: LPUSH to enqueue, taken from the right.
         Priorities 1-9 have a list each beside the queue's own (priority 0)."""
-        base = f"{self.tag}:queue:{name}"
+        base = f"{self.queue_tag(name)}:queue"
         return f"{base}:p{priority}" if priority else base
 
+    def inflight(self, queue: str, worker_id: str, slot: int) -> str:
+        """List of messages of ``queue`` one child process has taken but not yet
+        acknowledged (a child has one per queue it consumes)."""
+        return f"{self.queue_tag(queue)}:inflight:{worker_id}:{slot}"
+
+    def scheduled(self, queue: str) -> str:
+        """Sorted set of the queue's messages due later (countdown, ETA, retries),
+        scored by due time."""
+        return f"{self.queue_tag(queue)}:scheduled"
+
+    def chord(self, body_queue: str, body_id: str) -> str:
+        """Set of a chord's members that succeeded; when full, the body is queued.
+        It lives beside the body's queue, so that counting and queueing are one step."""
+        return f"{self.queue_tag(body_queue)}:chord:{body_id}"
+
+    def parse_queue(self, key: str) -> str | None:
+        """The queue name in the key of a queue's list (any priority) or scheduled set;
+        None for any other key."""
+        start = "{" + self.prefix + ":"
+        if not key.startswith(start):
+            return None
+        rest = key[len(start):]
+        for suffix in ("}:queue", "}:scheduled", *(f"}}:queue:p{p}" for p in PRIORITIES[1:])):
+            if rest.endswith(suffix) and len(rest) > len(suffix):
+                return rest[:-len(suffix)]
+        return None
+
+    # -- per task -----------------------------------------------------------
     def task(self, task_id: str) -> str:
         """Hash holding one task's record: status, result, error, timestamps, meta."""
-        return f"{self.tag}:task:{task_id}"
+        return f"{self.prefix}:task:{{{task_id}}}"
 
     def done_channel(self, task_id: str) -> str:
         """Pub/sub channel told of custom and final states, so waiters need not poll."""
-        return f"{self.tag}:done:{task_id}"
+        return f"{self.prefix}:done:{{{task_id}}}"
 
-    def inflight(self, worker_id: str, slot: int) -> str:
-        """List of messages one child process has taken but not yet acknowledged."""
-        return f"{self.tag}:inflight:{worker_id}:{slot}"
-
-    def inflight_owner(self, inflight: str) -> str:
-        """The worker id in an in-flight list's key."""
-        return inflight[len(f"{self.tag}:inflight:"):].rsplit(":", 1)[0]
-
+    # -- the whole app ------------------------------------------------------
     def worker(self, worker_id: str) -> str:
         """Hash describing a live worker; its TTL is the heartbeat."""
         return f"{self.tag}:worker:{worker_id}"
 
     def workers(self) -> str:
-        """Hash of worker id -> concurrency for every worker that may hold messages;
-        an entry whose heartbeat key has lapsed marks a dead worker to recover."""
+        """Hash of worker id -> JSON {"concurrency", "queues"} for every worker that may
+        hold messages (its in-flight lists follow from it); an entry whose heartbeat
+        key has lapsed marks a dead worker to recover."""
         return f"{self.tag}:workers"
-
-    def chord(self, body_id: str) -> str:
-        """Set of a chord's members that succeeded; when full, the body is queued."""
-        return f"{self.tag}:chord:{body_id}"
-
-    def scheduled(self) -> str:
-        """Sorted set of messages due later (countdown, ETA, retries), scored by due time."""
-        return f"{self.tag}:scheduled"
 
     def dead_letters(self) -> str:
         """List of messages that could not be run (garbled, unregistered task)."""

@@ -35,7 +35,7 @@ def render(monitor: Monitor) -> str:
     lines += _metric("asyncq_tasks_active", "gauge", "Tasks running now, per worker.",
                      ((_labels(worker=worker["id"]), len(worker["active"]))
                       for worker in workers if worker["alive"]))
-    scheduled = monitor.client.zcard(monitor.keys.scheduled())
+    scheduled = monitor.app.broker.scheduled_count(monitor.queue_names(workers))
     dead = monitor.client.llen(monitor.keys.dead_letters())
     lines += _metric("asyncq_scheduled_tasks", "gauge", "Messages waiting for their ETA.",
                      [("", scheduled)])

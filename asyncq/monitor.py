@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from asyncq import states
-from asyncq.broker import Message
+from asyncq.broker import Message, registration
 from asyncq.events import SLICE
 
 if TYPE_CHECKING:
@@ -48,19 +48,23 @@ class Monitor:
     # -- workers ------------------------------------------------------------
     def workers(self, counters: Counters | None = None) -> list[dict[str, Any]]:
         """Known workers with their heartbeat, and the tasks each holds (active or reserved)."""
-        raw = self.client.hgetall(self.keys.workers())
-        known = sorted((k.decode(), int(v)) for k, v in raw.items())  # one order, both loops
+        known = {k.decode(): registration(v)
+                 for k, v in self.client.hgetall(self.keys.workers()).items()}
+        lists = {worker_id: [self.keys.inflight(queue, worker_id, slot)
+                             for queue in queues for slot in range(concurrency)]
+                 for worker_id, (concurrency, queues) in known.items()}
         pipe = self.client.pipeline(transaction=False)
-        for worker_id, concurrency in known:
+        for worker_id in sorted(known):  # one order, both loops
             pipe.hgetall(self.keys.worker(worker_id))
-            for slot in range(concurrency):
-                pipe.lrange(self.keys.inflight(worker_id, slot), 0, -1)
+            for inflight in lists[worker_id]:
+                pipe.lrange(inflight, 0, -1)
         answers = iter(pipe.execute())
         counters = counters or self.counters()
         found = []
-        for worker_id, concurrency in known:
+        for worker_id in sorted(known):
+            concurrency = known[worker_id][0]
             beat = {k.decode(): v.decode() for k, v in next(answers).items()}
-            held = [raw for _ in range(concurrency) for raw in next(answers)]
+            held = [raw for _ in lists[worker_id] for raw in next(answers)]
             found.append(self._describe_worker(worker_id, concurrency, beat, held, counters))
         self._add_task_states(found)
         return found
@@ -104,17 +108,18 @@ class Monitor:
 
     # -- queues -------------------------------------------------------------
     def queue_names(self, workers: list[dict[str, Any]] | None = None) -> list[str]:
-        """The default queue, routed queues, queues workers consume, and any with messages."""
+        """The default queue, routed queues, queues workers consume, and any with messages
+        waiting or scheduled (found by SCAN, which a cluster client runs on every master)."""
         names = {self.app.conf.task_default_queue}
         for target in self.app.conf.task_routes.values():
             names.add(target["queue"] if isinstance(target, dict) else str(target))
         for worker in workers or []:
             names.update(worker["queues"])
-        prefix = self.keys.queue("")
-        for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
-            name = key.decode()[len(prefix):]
-            base, _, priority = name.rpartition(":p")
-            names.add(base if base and priority.isdigit() else name)
+        pattern = _glob_escape(self.keys.queue_tag("")[:-1]) + "*}:[qs]*"
+        for key in self.client.scan_iter(match=pattern, count=1000):
+            name = self.keys.parse_queue(key.decode(errors="replace"))
+            if name is not None:
+                names.add(name)
         return sorted(names)
 
     def queues(self, workers: list[dict[str, Any]] | None = None) -> dict[str, int]:
@@ -200,12 +205,11 @@ class Monitor:
         """What ``asyncq inspect --json`` prints and ``GET /inspect`` returns."""
         counters = self.counters()
         workers = self.workers(counters)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zcard(self.keys.scheduled())
-        pipe.llen(self.keys.dead_letters())
-        scheduled, dead = pipe.execute()
-        return {"time": time.time(), "workers": workers, "queues": self.queues(workers),
-                "scheduled": scheduled, "dead_letters": dead,
+        names = self.queue_names(workers)
+        return {"time": time.time(), "workers": workers,
+                "queues": self.app.broker.queue_lengths(names),
+                "scheduled": self.app.broker.scheduled_count(names),
+                "dead_letters": self.client.llen(self.keys.dead_letters()),
                 "tasks_by_state": counters.by_state()}
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-import redis
+from asyncq.connection import TRANSIENT_ERRORS
 
-# What redis-py raises while the server is down, restarting or still loading its data.
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# What redis-py raises while Redis is down, restarting or still loading its data, a
+# Sentinel-managed master is failing over, or a cluster node is failing or resharding.
+REDIS_DOWN = TRANSIENT_ERRORS
 
 
 class Outage:

@@ -1,7 +1,7 @@
 """The prefork worker: one supervisor process and N child processes.
 
-Each child runs the loop in ``Child.run``: fetch a message into its own
-in-flight list (BLMOVE), start it, run the function, then store the final state
+Each child runs the loop in ``Child.run``: fetch messages of one queue into
+its own in-flight list for that queue, start each, run the function, then store the final state
 and acknowledge in one step (``broker.finish``). The supervisor only watches:
 it sends heartbeats, replaces children that die and, before replacing one,
 recovers the messages the dead child held (``broker.recover``).
@@ -12,10 +12,10 @@ the supervisor is Celery's MainProcess, a child is a ForkPoolWorker.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
-import re
 import signal
 import socket
 import time
@@ -27,8 +27,9 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from asyncq import states
-from asyncq.broker import MAX_ID_BYTES, Message, now, parse_json
+from asyncq.broker import MAX_ID_BYTES, Message, now, parse_json, registration
 from asyncq.canvas import follow_ups, gathered_args
+from asyncq.connection import is_transient
 from asyncq.exceptions import (
     EncodeError,
     NotRegistered,
@@ -95,7 +96,7 @@ class Child:
         self.app = app
         self.worker_id = worker_id
         self.slot = slot
-        self.inflight = app.keys.inflight(worker_id, slot)
+        self.inflight = ""  # the in-flight list of the batch being worked through
         self.queues = list(queues)
         self.max_tasks = max_tasks
         self.deadlines = deadlines  # shared with the supervisor, which enforces them
@@ -146,10 +147,9 @@ class Child:
         so that none is always first."""
         self.queues.append(self.queues.pop(0))
         try:
-            taken = self.app.broker.fetch(self.queues, self.inflight,
-                                          self.app.conf.worker_fetch_timeout,
-                                          self.app.conf.worker_prefetch_multiplier,
-                                          self.share)
+            self.inflight, taken = self.app.broker.fetch(
+                self.queues, self.worker_id, self.slot, self.app.conf.worker_fetch_timeout,
+                self.app.conf.worker_prefetch_multiplier, self.share)
         except REDIS_DOWN as exc:
             time.sleep(self.outage.failed(exc))
             return []
@@ -365,8 +365,9 @@ class Supervisor:
         self.install_signal_handlers()
         if not self.wait_for_redis() or self.name_taken():
             return 1
+        previous = self.previous_registration()
         self.heartbeat()
-        self.recover_own_leftovers()
+        self.recover_own_leftovers(previous)
         for slot in range(self.concurrency):
             self.spawn(slot)
         log.info("%s ready.", self.worker_id)
@@ -438,16 +439,18 @@ class Supervisor:
                 log.error("child %d (pid %d) died: %s", slot, process.pid, how)
             mode = "shutdown" if self.stop_requests >= 2 else "lost"
             error = WorkerLostError(f"Worker exited prematurely: {how}")
-        inflight = self.app.keys.inflight(self.worker_id, slot)
-        if not self.retrying(lambda: self.recover_list(inflight, inflight, mode, error)):
+        held = [self.app.keys.inflight(queue, self.worker_id, slot) for queue in self.queues]
+        if not self.retrying(lambda: [self.recover_list(inflight, inflight, mode, error)
+                                      for inflight in held]):
             return
         if not self.stop_requests:
             self.spawn(slot)
 
     def queue_due_messages(self) -> None:
-        """Move scheduled messages that are due to their queues (any worker may; once)."""
+        """Move due scheduled messages of our queues to their lists (any worker consuming
+        a queue may; each message moves once)."""
         try:
-            self.next_due = self.app.broker.move_due()
+            self.next_due = self.app.broker.move_due(self.queues)
         except REDIS_DOWN as exc:
             self.outage.failed(exc)
 
@@ -516,7 +519,9 @@ class Supervisor:
         while True:
             try:
                 step()
-            except REDIS_DOWN as exc:
+            except Exception as exc:  # a cluster client that finds no node raises its own kind
+                if not is_transient(exc):
+                    raise
                 delay = self.outage.failed(exc)
                 if self.stop_requests >= give_up_after_stops:
                     log.error("cold shutdown while Redis is away: what the children held "
@@ -531,7 +536,7 @@ class Supervisor:
 
     def wait_for_redis(self) -> bool:
         """Wait until Redis answers at start-up; False if told to stop meanwhile."""
-        return self.retrying(self.app.broker.client.ping, give_up_after_stops=1) and \
+        return self.retrying(lambda: self.app.broker.client.ping(), give_up_after_stops=1) and \
             self.stop_requests == 0
 
     def name_taken(self) -> bool:
@@ -543,8 +548,15 @@ class Supervisor:
         return False
 
     # -- recovery -----------------------------------------------------------
-    def recover_list(self, inflight: str, owner: str, mode: str, error: Exception) -> int:
-        """Requeue or fail the messages of one in-flight list; returns how many it handled."""
+    def held_lists(self, worker_id: str, concurrency: int, queues: list[str]) -> list[str]:
+        """The in-flight lists a worker may hold: one per queue it consumes and child."""
+        return [self.app.keys.inflight(queue, worker_id, slot)
+                for queue in queues for slot in range(concurrency)]
+
+    def recover_list(self, inflight: str, owner: str, mode: str, error: Exception,
+                     worker_id: str = "") -> int:
+        """Requeue or fail the messages of one in-flight list (of ``worker_id``, by
+        default this worker); returns how many it handled."""
         broker = self.app.broker
         failure = failure_fields(error)
         handled = 0
@@ -561,71 +573,86 @@ class Supervisor:
             handled += outcome in ("requeued", "failed")
             if outcome in ("requeued", "failed"):
                 broker.events.note(
-                    outcome, message.id, message.task, self.app.keys.inflight_owner(inflight),
+                    outcome, message.id, message.task, worker_id or self.worker_id,
                     count=states.FAILURE if outcome == "failed" else None,
                     exception=f"{type(error).__name__}: {error}" if outcome == "failed" else None)
         broker.events.flush(broker.client)
         return handled
 
-    def recover_own_leftovers(self) -> None:
-        """A worker restarted under the same name first takes back what it held."""
-        prefix = self.app.keys.inflight(self.worker_id, 0)[:-1]
-        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"  # glob-escape the name
-        for key in self.app.broker.client.scan_iter(match=pattern):
-            inflight = key.decode()
-            if not inflight[len(prefix):].isdigit():
-                continue  # another worker whose name merely starts like ours
+    def previous_registration(self) -> tuple[int, list[str]]:
+        """What a previous run under this worker's name registered (0, [] if none):
+        the in-flight lists it may have left behind follow from it."""
+        raw = self.app.broker.client.hget(self.app.keys.workers(), self.worker_id)
+        return registration(raw) if raw else (0, [])
+
+    def recover_own_leftovers(self, previous: tuple[int, list[str]]) -> None:
+        """A worker restarted under the same name first takes back what it held, in the
+        lists its previous run registered and in the ones it uses now."""
+        concurrency, queues = previous
+        held = self.held_lists(self.worker_id, concurrency, queues)
+        held += self.held_lists(self.worker_id, self.concurrency, self.queues)
+        for inflight in dict.fromkeys(held):
             self.recover_list(inflight, inflight, "lost",
                               WorkerLostError("Worker restarted while running the task"))
 
     def reap_dead_workers(self) -> None:
         """Recover the work of workers whose heartbeat has lapsed (a host died).
 
-        Every live worker does this; the recover script moves each message at most
-        once and leaves a worker alone again as soon as its heartbeat is back.
+        Every live worker does this; recovery moves each message at most once and
+        leaves a worker alone again as soon as its heartbeat is back.
         """
         keys, client = self.app.keys, self.app.broker.client
         settle = 2 * self.app.conf.worker_heartbeat_interval + self.outage.max_delay
         if self.connected_since is None or time.monotonic() - self.connected_since < settle:
             return  # after an outage every heartbeat may have lapsed: let the others beat first
         try:
-            known = {k.decode(): int(v) for k, v in client.hgetall(keys.workers()).items()}
+            known = {k.decode(): registration(v)
+                     for k, v in client.hgetall(keys.workers()).items()}
             known.pop(self.worker_id, None)
             pipe = client.pipeline(transaction=False)
             for worker_id in known:
                 pipe.exists(keys.worker(worker_id))
             alive = pipe.execute()
-            for (worker_id, concurrency), is_alive in zip(known.items(), alive, strict=True):
+            for (worker_id, entry), is_alive in zip(known.items(), alive, strict=True):
                 if not is_alive:
-                    self.recover_dead_worker(worker_id, concurrency)
+                    self.recover_dead_worker(worker_id, *entry)
         except REDIS_DOWN as exc:
             self.outage.failed(exc)
         except Exception:  # a bug here must not take this worker down with the dead one
             log.exception("recovering dead workers failed; will try again")
 
-    def recover_dead_worker(self, worker_id: str, concurrency: int) -> None:
+    def recover_dead_worker(self, worker_id: str, concurrency: int, queues: list[str]) -> None:
         keys, client = self.app.keys, self.app.broker.client
         owner = keys.worker(worker_id)
         error = WorkerLostError(f"Worker {worker_id} stopped sending heartbeats")
-        handled = sum(self.recover_list(keys.inflight(worker_id, slot), owner, "lost", error)
-                      for slot in range(concurrency))
+        held = self.held_lists(worker_id, concurrency, queues)
+        handled = sum(self.recover_list(inflight, owner, "lost", error, worker_id)
+                      for inflight in held)
         if client.exists(owner):
             return  # it came back meanwhile
-        if not any(client.exists(keys.inflight(worker_id, slot)) for slot in range(concurrency)):
+        if not self.any_exists(held):
             client.hdel(keys.workers(), worker_id)
         log.warning("worker %s lost its heartbeat: recovered %d task(s)", worker_id, handled)
+
+    def any_exists(self, keys: list[str]) -> bool:
+        """Whether any of ``keys`` exists (one EXISTS each: on a cluster they spread)."""
+        pipe = self.app.broker.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        return any(pipe.execute())
 
     # -- presence -----------------------------------------------------------
     def heartbeat(self) -> None:
         """Announce this worker; if the beats stop, the key lapses and others recover its work."""
         keys, conf = self.app.keys, self.app.conf
-        pipe = self.app.broker.client.pipeline(transaction=True)
+        pipe = self.app.broker.client.pipeline(transaction=True)  # all {prefix}: one slot
         pipe.hset(keys.worker(self.worker_id), mapping={
             "id": self.worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
             "concurrency": self.concurrency, "queues": ",".join(self.queues),
             "heartbeat": now()})
         pipe.expire(keys.worker(self.worker_id), max(1, round(conf.worker_lost_after)))
-        pipe.hset(keys.workers(), self.worker_id, self.concurrency)
+        pipe.hset(keys.workers(), self.worker_id,
+                  json.dumps({"concurrency": self.concurrency, "queues": self.queues}))
         try:
             pipe.execute()
         except REDIS_DOWN as exc:
@@ -640,10 +667,11 @@ class Supervisor:
         """Leave the registry, unless messages are still held (then others recover them)."""
         keys, client = self.app.keys, self.app.broker.client
         with suppress(*REDIS_DOWN):
-            held = [keys.inflight(self.worker_id, slot) for slot in range(self.concurrency)]
+            held = self.any_exists(self.held_lists(self.worker_id, self.concurrency,
+                                                   self.queues))
             pipe = client.pipeline(transaction=True)
             pipe.delete(keys.worker(self.worker_id))
-            if not client.exists(*held):
+            if not held:
                 pipe.hdel(keys.workers(), self.worker_id)
             pipe.execute()
         log.info("%s stopped.", self.worker_id)

@@ -115,7 +115,7 @@ def finish_times(system: str, client: redis.Redis, ids: list[str]) -> list[float
         if system == "celery":
             pipe.get(f"celery-task-meta-{task_id}")
         else:
-            pipe.hmget(f"{{asyncq}}:task:{task_id}", "status", "finished_at")
+            pipe.hmget(f"asyncq:task:{{{task_id}}}", "status", "finished_at")
     times: list[float | None] = []
     for raw in pipe.execute():
         if system == "celery":
@@ -203,7 +203,7 @@ def _wait_ready(system: str, client: redis.Redis, worker: Worker) -> None:
         if worker.process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{system} worker did not start; see {worker.log.name}")
         time.sleep(0.02)
-    client.delete(f"celery-task-meta-{probe.id}", f"{{asyncq}}:task:{probe.id}")
+    client.delete(f"celery-task-meta-{probe.id}", f"asyncq:task:{{{probe.id}}}")
 
 
 def latency(system: str, url: str, n: int) -> dict[str, float]:

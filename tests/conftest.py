@@ -219,24 +219,33 @@ def start_gunicorn(redis_url: str) -> Iterator:
 
 # -- Redis state, read straight from the server by key name --------------------
 
-QUEUE = "{asyncq}:queue:celery"  # the default queue's list
+QUEUE = "{asyncq:celery}:queue"  # the default queue's list
 DEAD_LETTERS = "{asyncq}:dead"  # messages a worker could not run
 
 
-def queue_key(name: str) -> str:
-    return "{asyncq}:queue:" + name
+def queue_key(name: str, priority: int = 0) -> str:
+    return "{asyncq:" + name + "}:queue" + (f":p{priority}" if priority else "")
+
+
+def scheduled_key(queue: str = "celery") -> str:
+    return "{asyncq:" + queue + "}:scheduled"
 
 
 def task_key(task_id: str) -> str:
-    return "{asyncq}:task:" + task_id
+    return "asyncq:task:{" + task_id + "}"
 
 
-def inflight_key(worker_id: str, slot: int = 0) -> str:
-    return f"{{asyncq}}:inflight:{worker_id}:{slot}"
+def inflight_key(worker_id: str, slot: int = 0, queue: str = "celery") -> str:
+    return f"{{asyncq:{queue}}}:inflight:{worker_id}:{slot}"
 
 
 def worker_key(worker_id: str) -> str:
     return "{asyncq}:worker:" + worker_id
+
+
+def asyncq_keys(client: redis.Redis) -> list[bytes]:
+    """Every key of the default key prefix, sorted."""
+    return sorted(client.keys("*asyncq*"))
 
 
 def read_record(client: redis.Redis, task_id: str) -> dict[str, str]:

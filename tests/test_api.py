@@ -122,14 +122,14 @@ def test_bad_input_gets_a_clear_4xx(api, client, body, status, says):
     assert got == status
     assert headers["Content-Type"] == "application/json"
     assert says in answer["error"]
-    assert client.llen("{asyncq}:queue:celery") == 0  # nothing was queued
+    assert client.llen("{asyncq:celery}:queue") == 0  # nothing was queued
 
 
 def test_unknown_task_is_404_and_oversize_body_is_413(api, client):
     assert http("POST", f"{api}/tasks/no.such.task", "{}")[0] == 404
     status, _, body = http("POST", f"{api}/tasks/async_tasks.add", "x" * (2 * 1024 * 1024))
     assert status == 413 and body["status"] == 413
-    assert client.llen("{asyncq}:queue:celery") == 0
+    assert client.llen("{asyncq:celery}:queue") == 0
 
 
 def test_redis_unreachable_gives_503_json(start_gunicorn):

@@ -13,7 +13,7 @@ import redis
 
 from asyncq import AsyncResult
 from asyncq.exceptions import EncodeError, UnknownTaskError
-from tests.conftest import QUEUE, queue_key, read_record, task_key
+from tests.conftest import QUEUE, asyncq_keys, queue_key, read_record, task_key
 from tests.taskapp import add, progress, whoami
 
 
@@ -40,7 +40,7 @@ def test_delay_records_pending_and_queues_the_message(app, client):
                                        "kwargs": {}, "queue": "celery"}
 
 
-def test_record_and_message_are_written_in_one_atomic_script(app, redis_url):
+def test_record_then_message_are_written_in_one_transaction(app, redis_url):
     # given a connection that watches every command the server runs
     watcher = redis.Redis.from_url(redis_url, socket_timeout=5)
     add.app.broker.client.ping()  # connect first, so that only the submit is watched
@@ -48,17 +48,18 @@ def test_record_and_message_are_written_in_one_atomic_script(app, redis_url):
         # when a task is submitted
         result = add.delay(1, 2)
         seen = [monitor.next_command()]
-        while not seen[-1]["command"].startswith("LPUSH"):
+        while seen[-1]["command"] != "EXEC":
             seen.append(monitor.next_command())
     watcher.close()
 
-    # then the record and the message are written by one script call (atomic in Redis),
-    # the client having sent only EVALSHA (and SCRIPT LOAD the first time)
+    # then on a single Redis the record (a script: the record's own slot) and then the
+    # message (the queue's slot) are written in one MULTI/EXEC, atomic as one step
     sent = [c["command"].split()[0] for c in seen if c["client_type"] != "lua"]
     inside = [c["command"] for c in seen if c["client_type"] == "lua"]
-    assert set(sent) <= {"EVALSHA", "SCRIPT"} and "EVALSHA" in sent, seen
+    assert sent == ["MULTI", "EVAL", "LPUSH", "EXEC"], seen
     assert any(c.startswith(f"HSET {task_key(result.id)} ") for c in inside), seen
-    assert inside[-1].startswith(f"LPUSH {QUEUE} "), seen
+    assert next(c["command"] for c in seen if c["command"].startswith("LPUSH")).startswith(
+        f"LPUSH {QUEUE} "), seen
 
 
 def test_an_unknown_id_is_unknown_not_pending(app):
@@ -102,7 +103,7 @@ def test_arguments_that_are_not_json_fail_at_submit_and_queue_nothing(app, clien
     # then the error says which task, it is a TypeError too, and nothing reached Redis
     assert "tests.add" in str(error.value)
     assert isinstance(error.value, TypeError)
-    assert client.keys("{asyncq}:*") == []
+    assert asyncq_keys(client) == []
 
 
 def test_calling_a_task_runs_it_inline_without_redis(app, monkeypatch):

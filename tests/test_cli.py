@@ -128,5 +128,5 @@ def test_purge_empties_the_named_queues_at_every_priority(app, client, redis_url
     # then its four messages are gone, and the other queue is untouched
     assert done.returncode == 0, done.stderr
     assert "Purged 4 message(s) from queue celery." in done.stdout
-    assert client.llen("{asyncq}:queue:celery") == client.llen("{asyncq}:queue:celery:p4") == 0
-    assert client.llen("{asyncq}:queue:other") == 1
+    assert client.llen("{asyncq:celery}:queue") == client.llen("{asyncq:celery}:queue:p4") == 0
+    assert client.llen("{asyncq:other}:queue") == 1

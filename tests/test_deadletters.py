@@ -32,6 +32,7 @@ from tests.conftest import (
     QUEUE,
     ROOT,
     asyncq_command,
+    queue_key,
     read_record,
     run_asyncq,
     task_key,
@@ -249,7 +250,7 @@ def test_a_message_with_a_priority_goes_back_to_its_priority_list(
         app, client, redis_url, start_worker):
     # given a priority-7 task and a message claiming priority 42, both set aside
     result = add.apply_async((4, 5), priority=7)
-    [message] = client.lrange(QUEUE + ":p7", 0, -1)
+    [message] = client.lrange(queue_key("celery", 7), 0, -1)
     far_out = json.dumps({"id": "far-out", "task": "tests.add", "args": [1, 1], "kwargs": {},
                           "queue": "celery", "priority": 42}).encode()
     client.lpush(QUEUE, far_out)
@@ -259,7 +260,7 @@ def test_a_message_with_a_priority_goes_back_to_its_priority_list(
     done = dead(redis_url, "requeue")
 
     # then the priority-7 message is back on the priority-7 list
-    assert client.lrange(QUEUE + ":p7", 0, -1) == [message]
+    assert client.lrange(queue_key("celery", 7), 0, -1) == [message]
     # and the one no worker would look for stays, saying why
     assert done.returncode == 1
     assert "far-out (tests.add): field 'priority' is not one of 0-9" in done.stderr

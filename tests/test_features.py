@@ -20,6 +20,7 @@ from asyncq.exceptions import TaskRevokedError, UnknownTaskError
 from asyncq.task import Task
 from tests.conftest import (
     QUEUE,
+    asyncq_keys,
     http,
     is_gone,
     parent_pid,
@@ -49,7 +50,7 @@ from tests.featureapp import (
 )
 
 APP = "tests.featureapp"
-SCHEDULED = "{asyncq}:scheduled"
+SCHEDULED = "{asyncq:celery}:scheduled"
 TICK_SLACK = 1.0  # due messages are moved on the supervisor's 0.5 s tick, then fetched
 
 
@@ -365,7 +366,7 @@ def test_task_routes_send_a_task_to_its_queue_and_only_its_workers_run_it(
     # given the app routes features.img.* to the queue "images", and no worker runs
     result = resize.delay(64)
 
-    # then the message waits in {asyncq}:queue:images, not in the default queue
+    # then the message waits in {asyncq:images}:queue, not in the default queue
     assert client.llen(queue_key("images")) == 1
     assert client.llen(QUEUE) == 0
 
@@ -437,7 +438,7 @@ def test_a_scheduled_task_with_a_priority_runs_once_due(fapp, client, worker):
     result = add.apply_async((1, 2), countdown=0.5, priority=5)
 
     # then it runs once due, like any scheduled task
-    assert result.get(timeout=8) == 3, f"Redis keys: {sorted(client.keys('{asyncq}:*'))}"
+    assert result.get(timeout=8) == 3, f"Redis keys: {asyncq_keys(client)}"
 
 
 def test_a_chain_step_with_a_priority_runs(fapp, client, worker):
@@ -448,7 +449,7 @@ def test_a_chain_step_with_a_priority_runs(fapp, client, worker):
     result = chain(add.s(1, 2), mul.signature((10,), priority=5)).apply_async()
 
     # then the step runs when the first one is done
-    assert result.get(timeout=8) == 30, f"Redis keys: {sorted(client.keys('{asyncq}:*'))}"
+    assert result.get(timeout=8) == 30, f"Redis keys: {asyncq_keys(client)}"
 
 
 @pytest.mark.parametrize("priority", [10, -1, 2.5, "9"])
@@ -457,7 +458,7 @@ def test_a_priority_outside_0_to_9_is_refused_at_submit(fapp, client, priority):
     with pytest.raises(ValueError, match="priority"):
         add.apply_async((1, 2), priority=priority)
     # then nothing was queued or recorded
-    assert client.keys("{asyncq}:*") == []
+    assert asyncq_keys(client) == []
 
 
 # -- result options ----------------------------------------------------------------
@@ -676,7 +677,7 @@ def test_rest_expires_queue_and_priority_reach_the_message(api, client):
     # ... lands in the queue named ...
     assert only_message(client, queue_key("rest-queue"))["id"] == queued["task_id"]
     # ... and in the list of its priority
-    assert only_message(client, queue_key("celery:p7"))["id"] == prioritized["task_id"]
+    assert only_message(client, queue_key("celery", 7))["id"] == prioritized["task_id"]
 
 
 BAD_OPTIONS = [
@@ -699,7 +700,7 @@ def test_rest_bad_option_values_are_422(api, client):
     wrong = {case: answer for case, answer in answers.items()
              if answer[0] != 422 or case[0] not in str(answer[1])}
     assert not wrong, f"not a 422 naming the field: {wrong}"
-    assert client.keys("{asyncq}:*") == []
+    assert asyncq_keys(client) == []
 
 
 def test_rest_delete_revokes_a_queued_task_and_409_once_final(api, fapp, client):

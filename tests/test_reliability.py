@@ -30,6 +30,7 @@ from tests.conftest import (
     DEAD_LETTERS,
     QUEUE,
     Process,
+    inflight_key,
     kill_worker_host,
     parent_pid,
     read_record,
@@ -49,7 +50,7 @@ from tests.taskapp import (
 )
 
 LAPSE = 3.0  # tests.taskapp's worker_lost_after: how long a dead worker's heartbeat key lives
-WORKERS = "{asyncq}:workers"  # registry: worker id -> concurrency
+WORKERS = "{asyncq}:workers"  # registry: worker id -> {"concurrency", "queues"}
 COMPLETIONS = "test:completions"  # tests.tally counts its completions here, per task id
 MB = 1024 * 1024
 
@@ -62,7 +63,7 @@ def completions(client: redis.Redis) -> dict[str, int]:
 
 
 def inflight_lists(client: redis.Redis, worker_id: str) -> list[bytes]:
-    return client.keys(f"{{asyncq}}:inflight:{worker_id}:*")
+    return client.keys(f"{{asyncq:*}}:inflight:{worker_id}:*")
 
 
 def held_ids(client: redis.Redis, worker_id: str) -> list[str]:
@@ -566,7 +567,7 @@ def test_a_poison_message_held_by_a_dead_worker_does_not_take_down_its_recoverer
     running_on(client, result, fallen, "fallen@test")
     kill_worker_host(fallen)
     poison = b"[" * 100_000
-    client.lpush("{asyncq}:inflight:fallen@test:1", poison)
+    client.lpush(inflight_key("fallen@test", 1), poison)
     gate.open()
 
     # when a live worker recovers the dead worker's messages after its heartbeat lapses

@@ -40,10 +40,10 @@ def tutorial_files() -> dict[str, str]:
 def redis_state(task_id: str) -> dict[str, object]:
     """Where a task's message and record are, for a failure message."""
     client = redis.Redis.from_url(os.environ["ASYNCQ_BROKER_URL"])
-    state = {key.decode(): client.type(key).decode() for key in client.scan_iter("{asyncq}:*")}
-    state["queue"] = client.lrange("{asyncq}:queue:celery", 0, -1)
+    state = {key.decode(): client.type(key).decode() for key in client.scan_iter("*asyncq*")}
+    state["queue"] = client.lrange("{asyncq:celery}:queue", 0, -1)
     state["dead"] = client.lrange("{asyncq}:dead", 0, -1)
-    state["record"] = client.hgetall(f"{{asyncq}}:task:{task_id}")
+    state["record"] = client.hgetall(f"asyncq:task:{{{task_id}}}")
     state["workers"] = client.hgetall("{asyncq}:workers")
     client.close()
     return state

@@ -104,6 +104,7 @@ class Child:
         self.wake_fd = wake_fd  # a byte here wakes the supervisor to look at deadlines
         self.share = share  # how many children share the queues (for fair prefetching)
         self.outage = Outage(log)
+        self.had_outage = False  # since the last fetch: an ack may have been lost
         self.busy = False
         self.stopping = False
 
@@ -147,14 +148,28 @@ class Child:
         so that none is always first."""
         self.queues.append(self.queues.pop(0))
         try:
+            if self.had_outage:
+                self.reclaim_leftovers()
             self.inflight, taken = self.app.broker.fetch(
                 self.queues, self.worker_id, self.slot, self.app.conf.worker_fetch_timeout,
                 self.app.conf.worker_prefetch_multiplier, self.share)
         except REDIS_DOWN as exc:
+            self.had_outage = True
             time.sleep(self.outage.failed(exc))
             return []
         self.outage.ok()
         return taken
+
+    def reclaim_leftovers(self) -> None:
+        """Between batches this child holds nothing, so whatever its in-flight lists
+        hold after an outage is a message whose acknowledgement was lost: a Sentinel
+        failover can promote a replica that missed the last writes. It is recovered
+        as a dead child's would be (an acks-late task runs again)."""
+        error = WorkerLostError("Redis lost the task's acknowledgement (failover or outage)")
+        for queue in self.queues:
+            inflight = self.app.keys.inflight(queue, self.worker_id, self.slot)
+            recover_list(self.app, inflight, inflight, "lost", error, self.worker_id)
+        self.had_outage = False
 
     def persist(self, step: Callable[[], Any]) -> Any:
         """Run a Redis step of a task already taken, retrying until Redis answers:
@@ -163,6 +178,7 @@ class Child:
             try:
                 value = step()
             except REDIS_DOWN as exc:
+                self.had_outage = True
                 time.sleep(self.outage.failed(exc))
                 continue
             self.outage.ok()
@@ -291,6 +307,33 @@ class Child:
             self.app.broker.events.note(
                 "failed", task_id, _guess_field(raw, "task") or "?", self.worker_id,
                 count=states.FAILURE, exception=_shorten(f"{type(exc).__name__}: {exc}"))
+
+
+def recover_list(app: AsyncQ, inflight: str, owner: str, mode: str, error: Exception,
+                 worker_id: str) -> int:
+    """Requeue or fail the messages of one in-flight list held by ``worker_id``;
+    returns how many it handled. See ``Broker.recover`` for the rules."""
+    broker = app.broker
+    failure = failure_fields(error)
+    handled = 0
+    for raw in broker.inflight_messages(inflight):
+        try:
+            message = Message.decode(raw)
+        except ValueError as exc:
+            broker.dead_letter(raw, inflight, None, None)
+            log.error("garbled in-flight message set aside: %s", exc)
+            continue
+        outcome = broker.recover(message, inflight, owner, mode,
+                                 app.conf.task_redelivery_limit, failure)
+        log.warning("Task %s[%s] held by a lost child: %s", message.task, message.id, outcome)
+        handled += outcome in ("requeued", "failed")
+        if outcome in ("requeued", "failed"):
+            broker.events.note(
+                outcome, message.id, message.task, worker_id,
+                count=states.FAILURE if outcome == "failed" else None,
+                exception=f"{type(error).__name__}: {error}" if outcome == "failed" else None)
+    broker.events.flush(broker.client)
+    return handled
 
 
 def _guess_id(raw: bytes) -> str | None:
@@ -555,29 +598,7 @@ class Supervisor:
 
     def recover_list(self, inflight: str, owner: str, mode: str, error: Exception,
                      worker_id: str = "") -> int:
-        """Requeue or fail the messages of one in-flight list (of ``worker_id``, by
-        default this worker); returns how many it handled."""
-        broker = self.app.broker
-        failure = failure_fields(error)
-        handled = 0
-        for raw in broker.inflight_messages(inflight):
-            try:
-                message = Message.decode(raw)
-            except ValueError as exc:
-                broker.dead_letter(raw, inflight, None, None)
-                log.error("garbled in-flight message set aside: %s", exc)
-                continue
-            outcome = broker.recover(message, inflight, owner, mode,
-                                     self.app.conf.task_redelivery_limit, failure)
-            log.warning("Task %s[%s] held by a lost child: %s", message.task, message.id, outcome)
-            handled += outcome in ("requeued", "failed")
-            if outcome in ("requeued", "failed"):
-                broker.events.note(
-                    outcome, message.id, message.task, worker_id or self.worker_id,
-                    count=states.FAILURE if outcome == "failed" else None,
-                    exception=f"{type(error).__name__}: {error}" if outcome == "failed" else None)
-        broker.events.flush(broker.client)
-        return handled
+        return recover_list(self.app, inflight, owner, mode, error, worker_id or self.worker_id)
 
     def previous_registration(self) -> tuple[int, list[str]]:
         """What a previous run under this worker's name registered (0, [] if none):

@@ -61,6 +61,13 @@ def block_early(self, key, seconds=30.0):
     return block.run(self, key, seconds)
 
 
+@app.task(name="tests.nap", task_acks_late=True)
+def nap(seconds):
+    """Sleep without touching Redis (tests.sleep reports its pid through Redis)."""
+    time.sleep(seconds)
+    return seconds
+
+
 @app.task(bind=True, name="tests.sleep", task_acks_late=True)
 def sleep(self, seconds):
     _announce_pid(self)

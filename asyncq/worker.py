@@ -219,6 +219,7 @@ class Child:
             if self.persist(lambda: broker.retry(message, self.inflight, retry_at, fields)):
                 self.note_end(message, fields, runtime)
             return
+        fields.setdefault("runtime", f"{runtime:.6f}")  # a failure's too
         after = follow_ups(self.app, message, fields)  # a canvas's next step, if any
         if self.persist(lambda: broker.finish(message, self.inflight, fields,
                                               keep_result=not task.ignore_result, after=after)):

@@ -173,12 +173,12 @@ def describe(task_id: str, record: Mapping[str, str]) -> dict[str, Any]:
 def call_of(record: Mapping[str, str]) -> dict[str, Any]:
     """The task's args and kwargs, kept in the record when ``result_extended`` is on."""
     try:
-        message = json.loads(record["message"]) if "message" in record else None
+        call = json.loads(record["call"]) if "call" in record else None
     except ValueError:
         return {}
-    if not isinstance(message, dict):
+    if not isinstance(call, dict):
         return {}
-    return {key: message[key] for key in ("args", "kwargs") if key in message}
+    return {key: call[key] for key in ("args", "kwargs") if key in call}
 
 
 # -- generic routes ---------------------------------------------------------

@@ -3,7 +3,7 @@
 Read this file top to bottom to follow one task. The keys are laid out for
 Redis Cluster (see ``keys.py``): a task's record lives in a slot of its own,
 tagged by its id, and a queue's lists, in-flight lists and scheduled set share
-the queue's slot. So every script and MULTI touches one slot, and a step that
+the queue's slot. So every script touches one slot, and a step that
 changes both a record and a queue is two parts, a record part and a queue
 part, ordered so that a crash between them loses nothing:
 
@@ -21,10 +21,10 @@ part, ordered so that a crash between them loses nothing:
                   (acks-late, or never started) or end it FAILURE WorkerLostError.
 
 How the parts travel (``Broker._in_stages``): on a single Redis, the parts of a
-step go in one MULTI/EXEC, so the step stays one atomic round trip as it always
-was. On a cluster they go one stage after the other, each stage a pipeline,
-because a cluster pipeline sends to every node at once and the nodes run their
-parts in no set order.
+step go in one pipeline, run in order on one connection: one round trip. On a
+cluster they go one stage after the other, each stage a pipeline, because a
+cluster pipeline sends to every node at once and the nodes run their parts in
+no set order.
 
 A canvas step's follow-ups (queue the next step of a chain, count a chord
 member and queue the body when complete, fail the rest after a failed step)
@@ -44,6 +44,7 @@ Celery's counterpart is kombu's Redis transport plus its Redis result backend.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
     from redis.commands.core import Script
 
     from asyncq.canvas import FollowUps
+
+log = logging.getLogger("asyncq.broker")
 
 # One Redis command, as a tuple of its words: ("LREM", key, 1, message).
 Command = tuple[Any, ...]
@@ -86,8 +89,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 """
 
 # ARGV: message, worker id, now, record ttl, acks_late flag, status to show
-# ('STARTED', or '' to leave it as it is), '1' to keep the message in the
-# record (result_extended: args for the dashboard).  Returns false, or when
+# ('STARTED', or '' to leave it as it is), the call's args and kwargs as JSON
+# to keep in the record ('' = don't: result_extended is off).  Returns false, or when
 # the task is already final {status, follow-ups not yet applied ('' = none)}.
 _START = _LUA_IS_FINAL + """
 local status, after = unpack(redis.call('HMGET', KEYS[1], 'status', 'after'))
@@ -98,7 +101,7 @@ if ARGV[6] ~= '' then
 else
   redis.call('HSET', KEYS[1], 'worker', ARGV[2], 'started_at', ARGV[3], 'acks_late', ARGV[5])
 end
-if ARGV[7] == '1' then redis.call('HSET', KEYS[1], 'message', ARGV[1]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'call', ARGV[7]) end
 if not status then redis.call('EXPIRE', KEYS[1], ARGV[4]) end  -- else it kept its TTL
 return false
 """
@@ -179,6 +182,8 @@ return 1
 # waits in a list, so a shallow queue is spread over the children rather than
 # hoarded by one.  Returns the messages in the order they should run.
 _TAKE = """
+local held = redis.call('LLEN', KEYS[1])
+if held > 0 then return held end  -- leftovers: the caller holds nothing between batches
 local want, share, taken = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
 local function take_from(list)
   local waiting = redis.call('LLEN', list)
@@ -234,6 +239,16 @@ if added == 1 and redis.call('SCARD', KEYS[1]) == tonumber(ARGV[3]) then
   redis.call('LPUSH', KEYS[2], ARGV[4])
 end
 """
+
+class LeftoversHeld(Exception):
+    """The child's in-flight list holds messages between batches: an answer lost on
+    the way (a BLMOVE retried by the client, an ack lost in a failover). The child
+    recovers them (``Child.reclaim``) before it takes more."""
+
+    def __init__(self, inflight: str):
+        super().__init__(inflight)
+        self.inflight = inflight
+
 
 @dataclass(frozen=True)
 class Message:
@@ -385,13 +400,15 @@ class Broker:
         """Run commands stage by stage; returns their answers, in order.
 
         Within a stage, order does not matter; each stage must be done before the
-        next begins. On a single Redis all stages go in one MULTI/EXEC (one
-        connection runs them in order, and no other client sees a step half
-        done). On a cluster each stage is one pipeline, sent when the one before
-        has answered: a cluster pipeline writes to every node at once.
+        next begins. On a single Redis all stages go in one pipeline: one
+        connection runs them in order, in one round trip. (No MULTI: the steps
+        are ordered so that stopping between two parts is safe, as it must be on
+        a cluster, and MULTI/EXEC would double the commands per step.) On a
+        cluster each stage is one pipeline, sent when the one before has
+        answered: a cluster pipeline writes to every node at once.
         """
         if not self.cluster:
-            pipe = self.client.pipeline(transaction=True)
+            pipe = self.client.pipeline(transaction=False)
             for command in (command for stage in stages for command in stage):
                 pipe.execute_command(*command)
             return pipe.execute()
@@ -476,6 +493,8 @@ class Broker:
             inflight = self.keys.inflight(queue, worker_id, slot)
             lists = [self.keys.queue(queue, priority) for priority in reversed(PRIORITIES)]
             taken = self.run_with_events(self._take, [inflight, *lists], [prefetch, share])
+            if isinstance(taken, int):
+                raise LeftoversHeld(inflight)
             if taken:
                 return inflight, taken
         inflight = self.keys.inflight(queues[0], worker_id, slot)
@@ -490,7 +509,8 @@ class Broker:
         final = self.run_with_events(
             self._start, [self.keys.task(message.id)],
             [message.raw, worker_id, now(), self.record_ttl, int(acks_late),
-             states.STARTED if track_started else "", int(extended)])
+             states.STARTED if track_started else "",
+             json.dumps({"args": message.args, "kwargs": message.kwargs}) if extended else ""])
         if not final:
             return None
         status, after = final
@@ -511,16 +531,17 @@ class Broker:
         sending = self.events.send_in(pipe)
         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         observed, result = pipe.execute(raise_on_error=False)
+        if isinstance(result, redis.exceptions.NoScriptError):
+            result = script(keys=keys, args=args)  # Script objects load themselves
+        elif isinstance(result, Exception):
+            raise result
         if isinstance(observed, redis.exceptions.NoScriptError):
-            self.events.flush(self.client)  # Script objects load themselves when called
-        elif isinstance(observed, Exception):
-            raise observed
+            self.events.flush(self.client)
+        elif isinstance(observed, Exception):  # events are best effort: never lose the step
+            log.error("task events not stored (%s); %d dropped", observed, sending)
+            self.events.sent(sending)
         else:
             self.events.sent(sending)
-        if isinstance(result, redis.exceptions.NoScriptError):
-            return script(keys=keys, args=args)
-        if isinstance(result, Exception):
-            raise result
         return result
 
     def update_state(self, task_id: str, state: str, meta: Any) -> bool:
@@ -648,7 +669,7 @@ class Broker:
 
         The record is read, then the message is moved (only by whoever takes it
         from the in-flight list), then the record is updated (only if it did not
-        change meanwhile): three slots, never a half-moved message.
+        change meanwhile). A failure is stored before the message is removed.
         """
         if mode == "lost" and owner != inflight and self.client.exists(owner):
             return "alive"
@@ -667,9 +688,12 @@ class Broker:
                 return "missing"
             self._requeued(keys=[record], args=[started or "", int(counted)])
             return "requeued"
+        # The failure first, then the message goes: a crash between leaves a held
+        # message whose task is final, which the next recoverer drops ('gone').
+        self._end(keys=[record], args=[self.result_ttl, self.keys.done_channel(message.id),
+                                       *flat(failure)])
         if not self.client.lrem(inflight, 1, message.raw):
             return "missing"
-        self._in_stages([self._record_end(message.id, flat(failure), self.result_ttl)])
         return "failed"
 
     # -- reading records ----------------------------------------------------

@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 import time
 
+from redis.exceptions import RedisClusterException
+
 from asyncq.connection import TRANSIENT_ERRORS
 
 # What redis-py raises while Redis is down, restarting or still loading its data, a
 # Sentinel-managed master is failing over, or a cluster node is failing or resharding.
-REDIS_DOWN = TRANSIENT_ERRORS
+# RedisClusterException also covers a cluster with no node answering ("Redis
+# Cluster cannot be connected"), which redis-py raises outside its RedisError tree;
+# the same class names keys in two slots, which asyncq's scripts never do.
+REDIS_DOWN = (*TRANSIENT_ERRORS, RedisClusterException)
 
 
 class Outage:

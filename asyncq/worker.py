@@ -27,7 +27,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from asyncq import states
-from asyncq.broker import MAX_ID_BYTES, Message, now, parse_json, registration
+from asyncq.broker import MAX_ID_BYTES, LeftoversHeld, Message, now, parse_json, registration
 from asyncq.canvas import follow_ups, gathered_args
 from asyncq.connection import is_transient
 from asyncq.exceptions import (
@@ -104,7 +104,6 @@ class Child:
         self.wake_fd = wake_fd  # a byte here wakes the supervisor to look at deadlines
         self.share = share  # how many children share the queues (for fair prefetching)
         self.outage = Outage(log)
-        self.had_outage = False  # since the last fetch: an ack may have been lost
         self.busy = False
         self.stopping = False
 
@@ -148,28 +147,26 @@ class Child:
         so that none is always first."""
         self.queues.append(self.queues.pop(0))
         try:
-            if self.had_outage:
-                self.reclaim_leftovers()
             self.inflight, taken = self.app.broker.fetch(
                 self.queues, self.worker_id, self.slot, self.app.conf.worker_fetch_timeout,
                 self.app.conf.worker_prefetch_multiplier, self.share)
+        except LeftoversHeld as held:
+            self.reclaim(held.inflight)
+            return []
         except REDIS_DOWN as exc:
-            self.had_outage = True
             time.sleep(self.outage.failed(exc))
             return []
         self.outage.ok()
         return taken
 
-    def reclaim_leftovers(self) -> None:
-        """Between batches this child holds nothing, so whatever its in-flight lists
-        hold after an outage is a message whose acknowledgement was lost: a Sentinel
-        failover can promote a replica that missed the last writes. It is recovered
-        as a dead child's would be (an acks-late task runs again)."""
+    def reclaim(self, inflight: str) -> None:
+        """Between batches this child holds nothing, so a message in its in-flight list
+        is one whose answer was lost: a BLMOVE the client retried after its reply
+        was cut off, or an ack that a Sentinel failover lost with the old master.
+        It is recovered as a dead child's would be (an acks-late task runs again)."""
         error = WorkerLostError("Redis lost the task's acknowledgement (failover or outage)")
-        for queue in self.queues:
-            inflight = self.app.keys.inflight(queue, self.worker_id, self.slot)
-            recover_list(self.app, inflight, inflight, "lost", error, self.worker_id)
-        self.had_outage = False
+        self.persist(lambda: recover_list(self.app, inflight, inflight, "lost", error,
+                                          self.worker_id))
 
     def persist(self, step: Callable[[], Any]) -> Any:
         """Run a Redis step of a task already taken, retrying until Redis answers:
@@ -178,7 +175,6 @@ class Child:
             try:
                 value = step()
             except REDIS_DOWN as exc:
-                self.had_outage = True
                 time.sleep(self.outage.failed(exc))
                 continue
             self.outage.ok()
@@ -220,6 +216,7 @@ class Child:
                 self.note_end(message, fields, runtime)
             return
         fields.setdefault("runtime", f"{runtime:.6f}")  # a failure's too
+        runtime = float(fields["runtime"])  # the event and the counters say what the record says
         after = follow_ups(self.app, message, fields)  # a canvas's next step, if any
         if self.persist(lambda: broker.finish(message, self.inflight, fields,
                                               keep_result=not task.ignore_result, after=after)):

@@ -134,7 +134,7 @@ class AsyncQ:
         if backend and backend != url:
             raise ConfigurationError(
                 f"backend {backend!r} differs from broker {url!r}: asyncq stores results "
-                "beside the queues so that queueing and recording are one atomic step")
+                "beside the queues, so that queueing and recording are one step")
         return redis_from_url(url, health_check_interval=30)
 
     def reset_connection(self) -> None:

@@ -419,7 +419,7 @@ def follow(ctx: click.Context, app: AsyncQ, task_id: str, timeout: float | None,
     return followed.record
 
 
-_STREAM_ID = re.compile(r"\d+(-\d+)?")
+_STREAM_ID = re.compile(r"[0-9]{1,19}(-[0-9]{1,19})?")  # as Redis reads them
 
 
 @main.command("events")

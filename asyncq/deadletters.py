@@ -8,11 +8,13 @@ operator sees here is what the worker saw. ``asyncq -A APP dead ...`` (in
 
 Whether a message can run is judged against the app given here, which may
 know more tasks than the worker that set it aside (a newer release): such a
-message can be requeued. Requeueing takes the message off the dead-letter
-list first (LREM: of two operators requeueing at once, one gets it), then
-writes its PENDING record and queues it, as ``Broker.enqueue`` does. The list,
-the record and the queue are in three slots: a crash after the LREM loses that
-one dead letter, never runs it twice.
+message can be requeued. Requeueing checks the task's record, takes the
+message off the dead-letter list (LREM: of two operators requeueing the same
+copy at once, one gets it), then writes its PENDING record and queues it, as
+``Broker.enqueue`` does. The list, the record and the queue are in three
+slots, so these are three steps: a crash after the LREM loses that one dead
+letter; two identical copies in the list, requeued at once by two operators,
+could both run.
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ def _judge(app: AsyncQ, index: int, raw: bytes) -> DeadLetter:
 
 def _record_problem(letter: DeadLetter, status: str | None,
                     exc_type: str | None) -> DeadLetter:
-    """Mirror of the check in ``_REQUEUE``: a task whose record shows it ran, or is
+    """The check made before requeueing: a task whose record shows it ran, or is
     queued or running, must not be run again from a dead copy of its message."""
     if status is None or (status == states.FAILURE and exc_type == NOT_REGISTERED):
         return letter

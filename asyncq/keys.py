@@ -1,7 +1,7 @@
 """Every Redis key asyncq uses, in one place.
 
-Keys are laid out for Redis Cluster: every script and MULTI touches the keys of
-one hash tag (one slot) only, and queues spread over the cluster's masters.
+Keys are laid out for Redis Cluster: every script touches the keys of one hash
+tag (one slot) only, and queues spread over the cluster's masters.
 With the prefix ``P`` (the setting ``key_prefix``, "asyncq" by default):
 
 - per queue ``Q``, tag ``{P:Q}``: its lists (one per priority), the in-flight

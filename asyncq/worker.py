@@ -1,10 +1,11 @@
 """The prefork worker: one supervisor process and N child processes.
 
 Each child runs the loop in ``Child.run``: fetch messages of one queue into
-its own in-flight list for that queue, start each, run the function, then store the final state
-and acknowledge in one step (``broker.finish``). The supervisor only watches:
-it sends heartbeats, replaces children that die and, before replacing one,
-recovers the messages the dead child held (``broker.recover``).
+its own in-flight list for that queue, start each, run the function, then store
+the final state and acknowledge (``broker.finish``: the store, then the ack).
+The supervisor only watches: it sends heartbeats, replaces children that die
+and, before replacing one, recovers the messages the dead child held
+(``broker.recover``).
 
 Celery's counterparts: ``celery worker`` with the prefork pool (billiard);
 the supervisor is Celery's MainProcess, a child is a ForkPoolWorker.
@@ -651,6 +652,7 @@ class Supervisor:
             return  # it came back meanwhile
         if not self.any_exists(held):
             client.hdel(keys.workers(), worker_id)
+            client.hdel(keys.counters(), f"done\t{worker_id}")  # its tally goes with it
         log.warning("worker %s lost its heartbeat: recovered %d task(s)", worker_id, handled)
 
     def any_exists(self, keys: list[str]) -> bool:
@@ -692,5 +694,6 @@ class Supervisor:
             pipe.delete(keys.worker(self.worker_id))
             if not held:
                 pipe.hdel(keys.workers(), self.worker_id)
+                pipe.hdel(keys.counters(), f"done\t{self.worker_id}")
             pipe.execute()
         log.info("%s stopped.", self.worker_id)

@@ -57,6 +57,16 @@ def app(redis_url: str):
     taskapp.app.reset_connection()
 
 
+@pytest.fixture
+def fapp(redis_url):
+    """The features app, connected afresh to the test redis-server."""
+    from tests import featureapp
+
+    featureapp.app.reset_connection()
+    yield featureapp.app
+    featureapp.app.reset_connection()
+
+
 class Process:
     """A child process whose merged output is read line by line, so tests wait on events."""
 

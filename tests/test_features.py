@@ -55,16 +55,6 @@ TICK_SLACK = 1.0  # due messages are moved on the supervisor's 0.5 s tick, then 
 
 
 @pytest.fixture
-def fapp(redis_url):
-    """The features app, connected afresh to the test redis-server."""
-    from tests import featureapp
-
-    featureapp.app.reset_connection()
-    yield featureapp.app
-    featureapp.app.reset_connection()
-
-
-@pytest.fixture
 def worker(fapp, start_worker):
     """Start a worker of the features app (single child unless told otherwise)."""
 

@@ -15,15 +15,6 @@ PARKED = 'parked "q"\\x'  # a queue no worker reads; its name needs escaping in 
 
 
 @pytest.fixture
-def fapp(redis_url):
-    from tests import featureapp
-
-    featureapp.app.reset_connection()
-    yield featureapp.app
-    featureapp.app.reset_connection()
-
-
-@pytest.fixture
 def api(start_gunicorn) -> str:
     return start_gunicorn("asyncq.api:from_env()", env={"ASYNCQ_APP": APP})
 

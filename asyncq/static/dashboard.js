@@ -264,7 +264,11 @@ function openFromHash() {
     if ($("detail").open) $("detail").close();
     return;
   }
-  openTask = decodeURIComponent(match[1]);
+  try {
+    openTask = decodeURIComponent(match[1]);
+  } catch {
+    openTask = match[1];  // a malformed escape: show it as typed
+  }
   detailDone = false;
   $("detail-title").textContent = "Task";
   $("detail-body").replaceChildren(el("p", {class: "muted"}, "loading…"));

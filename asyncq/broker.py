@@ -381,6 +381,7 @@ class Broker:
         self.record_ttl = record_ttl  # safety TTL while a task is queued or running
         self.result_ttl = result_ttl  # how long final results are kept
         self.events = Events(client, keys, events_max_length)  # notes ride along with fetch
+        self._announced: set[str] = set()  # queues this process added to keys.queues()
         self._waiters = threading.local()  # one pub/sub connection per thread, for get()
         self._pending = client.register_script(_PENDING)
         self._start = client.register_script(_START)
@@ -444,7 +445,14 @@ class Broker:
                              int(fresh)])
         push = ("ZADD", self.keys.scheduled(queue), f"{eta:.6f}", message) if later \
             else ("LPUSH", self.keys.queue(queue, priority), message)
-        self._in_stages([record], [push])
+        self._in_stages([record], [push, *self._announce([queue])])
+
+    def _announce(self, queues: Iterable[str]) -> list[Command]:
+        """Add queues new to this process to the app's set of queue names (for the
+        monitor): one SADD the first time a process sends to a queue, none after."""
+        new = set(queues) - self._announced
+        self._announced |= new
+        return [("SADD", self.keys.queues(), *sorted(new))] if new else []
 
     def enqueue_all(self, entries: list[tuple[str, str, str, bytes | None, int]]) -> None:
         """Many tasks: (id, task, queue, message or None, priority) each; a None message
@@ -455,7 +463,7 @@ class Broker:
                    for task_id, task, queue, _, _ in entries]
         pushes = [("LPUSH", self.keys.queue(queue, priority), message)
                   for _, _, queue, message, priority in entries if message is not None]
-        self._in_stages(records, pushes)
+        self._in_stages(records, pushes + self._announce(entry[2] for entry in entries))
 
     def move_due(self, queues: Iterable[str], limit: int = 500) -> float | None:
         """Queue the scheduled messages of ``queues`` now due; returns when the next

@@ -60,18 +60,6 @@ class Keys:
         It lives beside the body's queue, so that counting and queueing are one step."""
         return f"{self.queue_tag(body_queue)}:chord:{body_id}"
 
-    def parse_queue(self, key: str) -> str | None:
-        """The queue name in the key of a queue's list (any priority) or scheduled set;
-        None for any other key."""
-        start = "{" + self.prefix + ":"
-        if not key.startswith(start):
-            return None
-        rest = key[len(start):]
-        for suffix in ("}:queue", "}:scheduled", *(f"}}:queue:p{p}" for p in PRIORITIES[1:])):
-            if rest.endswith(suffix) and len(rest) > len(suffix):
-                return rest[:-len(suffix)]
-        return None
-
     # -- per task -----------------------------------------------------------
     def task(self, task_id: str) -> str:
         """Hash holding one task's record: status, result, error, timestamps, meta."""
@@ -95,6 +83,11 @@ class Keys:
     def dead_letters(self) -> str:
         """List of messages that could not be run (garbled, unregistered task)."""
         return f"{self.tag}:dead"
+
+    def queues(self) -> str:
+        """Set of the queue names messages were sent to: how the monitor finds queues
+        without scanning the keyspace."""
+        return f"{self.tag}:queues"
 
     def events(self) -> str:
         """Stream of task events (received, started, succeeded, ...), capped in length."""

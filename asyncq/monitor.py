@@ -108,18 +108,15 @@ class Monitor:
 
     # -- queues -------------------------------------------------------------
     def queue_names(self, workers: list[dict[str, Any]] | None = None) -> list[str]:
-        """The default queue, routed queues, queues workers consume, and any with messages
-        waiting or scheduled (found by SCAN, which a cluster client runs on every master)."""
+        """The default queue, routed queues, queues workers consume, and every queue a
+        message was sent to (``keys.queues()``: no scan of the keyspace)."""
         names = {self.app.conf.task_default_queue}
         for target in self.app.conf.task_routes.values():
             names.add(target["queue"] if isinstance(target, dict) else str(target))
         for worker in workers or []:
             names.update(worker["queues"])
-        pattern = _glob_escape(self.keys.queue_tag("")[:-1]) + "*}:[qs]*"
-        for key in self.client.scan_iter(match=pattern, count=1000):
-            name = self.keys.parse_queue(key.decode(errors="replace"))
-            if name is not None:
-                names.add(name)
+        names.update(name.decode(errors="replace")
+                     for name in self.client.smembers(self.keys.queues()))
         return sorted(names)
 
     def queues(self, workers: list[dict[str, Any]] | None = None) -> dict[str, int]:
@@ -217,7 +214,3 @@ def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, str]:
     event = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
     event["stream_id"] = entry_id.decode()
     return event
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

@@ -109,11 +109,13 @@ return false
 # ARGV: ttl (0 = delete the record), channel, the notice for it, the
 # follow-ups as JSON ('' = none), then the record's new field/value pairs.
 # Stores the final state unless one is there.  Returns {1 if it stored, the
-# follow-ups the record now holds ('' = none)}: this call's own when it
-# stored, else any an earlier finish stored but did not get to apply.
+# follow-ups the record now holds ('' = none: this call's own when it stored,
+# else any an earlier finish stored but did not get to apply), and when it did
+# not store, the final record's finished_at (to spot this call's own lost try)}.
 _STORE = _LUA_IS_FINAL + """
-local status, after = unpack(redis.call('HMGET', KEYS[1], 'status', 'after'))
-if is_final(status) then return {0, after or ''} end
+local status, after, finished = unpack(
+  redis.call('HMGET', KEYS[1], 'status', 'after', 'finished_at'))
+if is_final(status) then return {0, after or '', finished or ''} end
 if ARGV[1] == '0' then
   redis.call('DEL', KEYS[1])
 else
@@ -122,7 +124,7 @@ else
   redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return {1, ARGV[4]}
+return {1, ARGV[4], ''}
 """
 
 # ARGV: record ttl, channel, then the RETRY field/value pairs.  Returns 1 if it
@@ -582,13 +584,17 @@ class Broker:
                            [ttl, self.keys.done_channel(message.id), final_notice(fields), plan,
                             *pairs])
         if plan:
-            stored, pending = self._in_stages([store])[0]
+            stored, pending, finished = self._in_stages([store])[0]
             self._ack(message, inflight, pending)
         else:
-            (stored, pending), _ = self._in_stages([store], [("LREM", inflight, 1, message.raw)])
+            (stored, pending, finished), _ = self._in_stages(
+                [store], [("LREM", inflight, 1, message.raw)])
             if pending:  # an earlier finish of this task stored follow-ups and crashed
                 self._ack(message, inflight, pending)
-        return bool(stored)
+        # Stored now, or by this very call's earlier try whose answer was lost (the
+        # same finished_at): either way this call's outcome is the task's.
+        return bool(stored) or (bool(finished) and
+                                finished.decode() == fields.get("finished_at"))
 
     def _ack(self, message: Message, inflight: str, pending: bytes | str) -> None:
         """Drop the message from its in-flight list, first applying the follow-ups

@@ -124,3 +124,27 @@ def test_calling_a_task_runs_it_inline_without_redis(app, monkeypatch):
     # and Redis really was out of reach: queueing fails
     with pytest.raises(redis.ConnectionError):
         add.delay(2, 3)
+
+
+def test_a_finish_tried_again_after_its_answer_was_lost_still_counts_as_stored(app, client):
+    # given a task taken into a child's in-flight list
+    from asyncq.broker import Message
+
+    result = add.delay(2, 3)
+    inflight = app.keys.inflight("celery", "w@test", 0)
+    raw = client.lmove(QUEUE, inflight, "RIGHT", "LEFT")
+    message = Message.decode(raw)
+    fields = {"status": "SUCCESS", "result": "5", "finished_at": "1700000000.000001"}
+
+    # when the finish runs, and runs again as a retry after a lost answer would
+    first = app.broker.finish(message, inflight, fields)
+    again = app.broker.finish(message, inflight, fields)
+    # and a stray copy with another outcome tries to finish it too
+    client.lpush(inflight, raw)
+    stray = app.broker.finish(message, inflight, {**fields, "finished_at": "1700000001.0"})
+
+    # then the first and its retry both report the store (so the worker counts it once,
+    # whichever answer reached it), the stray copy does not, and nothing is held
+    assert (first, again, stray) == (True, True, False)
+    assert result.get(timeout=1) == 5
+    assert client.llen(inflight) == 0

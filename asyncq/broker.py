@@ -656,14 +656,16 @@ class Broker:
         return True
 
     def dead_letter(self, raw: bytes, inflight: str, failure: Mapping[str, str] | None,
-                    task_id: str | None) -> None:
+                    task_id: str | None) -> bool:
         """Set an unrunnable message aside, and fail its task where the id is known
         (unless that task already has a final state: this message is then a stray copy).
-        The message is on the dead-letter list before it leaves the in-flight list."""
+        The message is on the dead-letter list before it leaves the in-flight list.
+        Returns whether the task was failed here."""
         aside: list[Command] = [("LPUSH", self.keys.dead_letters(), raw)]
         if task_id and failure:
             aside.append(self._record_end(task_id, flat(failure), self.result_ttl))
-        self._in_stages(aside, [("LREM", inflight, 1, raw)])
+        answers = self._in_stages(aside, [("LREM", inflight, 1, raw)])
+        return len(aside) == 2 and bool(answers[1])
 
     # -- 5. recover a dead child's messages ---------------------------------
     def inflight_messages(self, inflight: str) -> list[bytes]:

@@ -301,8 +301,9 @@ class Child:
         task_id = _guess_id(raw)
         log.error("Message set aside in the dead-letter list (task id %s): %s", task_id, exc)
         failure = failure_fields(exc) if task_id else None
-        self.persist(lambda: self.app.broker.dead_letter(raw, self.inflight, failure, task_id))
-        if task_id and failure:
+        failed = self.persist(
+            lambda: self.app.broker.dead_letter(raw, self.inflight, failure, task_id))
+        if task_id and failed:
             self.app.broker.events.note(
                 "failed", task_id, _guess_field(raw, "task") or "?", self.worker_id,
                 count=states.FAILURE, exception=_shorten(f"{type(exc).__name__}: {exc}"))

@@ -528,7 +528,7 @@ class Broker:
         return status.decode()
 
     def run_with_events(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """Run a script, sending this process's task events in the same round trip.
+        """Run a script, sending this process's pending task events in the same round trip.
 
         EVALSHA in a plain pipeline, as a raw command (a cluster pipeline refuses
         ``pipe.evalsha``): redis-py's own script-in-pipeline support asks SCRIPT
@@ -537,21 +537,27 @@ class Broker:
         """
         if not self.events.notes:
             return script(keys=keys, args=args)
+        batch = self.events.take()
         pipe = self.client.pipeline(transaction=False)
-        sending = self.events.send_in(pipe)
+        pipe.execute_command(*self.events.command(batch))
         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        observed, result = pipe.execute(raise_on_error=False)
-        if isinstance(result, redis.exceptions.NoScriptError):
-            result = script(keys=keys, args=args)  # Script objects load themselves
-        elif isinstance(result, Exception):
-            raise result
+        try:
+            observed, result = pipe.execute(raise_on_error=False)
+        except BaseException:
+            self.events.restore(batch)
+            raise
         if isinstance(observed, redis.exceptions.NoScriptError):
-            self.events.flush(self.client)
+            self.events.restore(batch)
+            try:
+                self.events.flush(self.client)  # the Script object loads itself
+            except Exception as exc:  # kept for the next send; the step itself is done
+                log.error("task events not sent yet: %s", exc)
         elif isinstance(observed, Exception):  # events are best effort: never lose the step
-            log.error("task events not stored (%s); %d dropped", observed, sending)
-            self.events.sent(sending)
-        else:
-            self.events.sent(sending)
+            log.error("task events not stored: %s", observed)
+        if isinstance(result, redis.exceptions.NoScriptError):
+            return script(keys=keys, args=args)  # Script objects load themselves
+        if isinstance(result, Exception):
+            raise result
         return result
 
     def update_state(self, task_id: str, state: str, meta: Any) -> bool:

@@ -1,12 +1,14 @@
 """Task events and counters: what ``inspect``, ``events``, the dashboard and /metrics read.
 
-A worker notes what happens to each task (received, started, succeeded,
-failed, retried, revoked, ...) and sends its notes along with the next Redis
-call it makes anyway (``Broker.fetch`` and ``Broker.start`` pipeline them), so
-watching costs no extra round trip. One script, ``_OBSERVE``, appends the notes
-to a Redis Stream capped in length (``XADD MAXLEN ~``) and bumps counters:
-tasks per name and state, a runtime histogram per name, tasks done per worker,
-and tasks per state in 5-second slices for the dashboard's throughput chart.
+Each child notes what happens to its tasks (received, started, succeeded,
+failed, retried, revoked, ...) and writes the notes down a pipe to its
+supervisor (``NoteWriter``, microseconds a note). The supervisor sends them in
+batches, every ``EVENTS_FLUSH`` seconds, with one script, ``_OBSERVE``: it
+appends the events to a Redis Stream capped in length (``XADD MAXLEN ~``) and
+adds the batch's summed counters: tasks per name and state, a runtime
+histogram per name, tasks done per worker, and tasks per state in 5-second
+slices for the dashboard's throughput chart. Other processes (the API, a
+recoverer) send their few notes at once (``Events.flush``).
 
 Counters are kept even when events are off (``worker_send_task_events``).
 Celery's counterpart is its event dispatcher (``-E``) and Flower's counters.
@@ -16,12 +18,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import select
 import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import redis
-    from redis.client import Pipeline
 
     from asyncq.keys import Keys
 
@@ -30,31 +35,28 @@ RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
                    60.0, 300.0, math.inf)
 SLICE = 5  # seconds per throughput slice
 SLICE_TTL = 3600  # slices older than this are gone
+EVENTS_FLUSH = 0.2  # seconds a supervisor holds its children's notes, at most
 
 # The event types, as in Celery (``task-received`` and so on, without the prefix).
 EVENT_TYPES = ("received", "started", "succeeded", "failed", "retried", "revoked",
                "rejected", "requeued")
 
 # KEYS: events stream, counters hash, this slice's hash.  ARGV: stream length
-# (0 = no events, counters only), slice TTL, the notes as a JSON array of
-# {event = flat field/value list, name, count = state to count or absent,
-# worker, bucket = runtime bucket, runtime}.
+# (0 = no events, counters only), slice TTL, a JSON batch {events = list of flat
+# field/value lists, counts = {counter field: increment}, sums = {counter field:
+# seconds}, slice = {state: increment}}: counters arrive summed, so a batch of
+# many tasks costs one HINCRBY per field, not one per task.
 _OBSERVE = """
 local maxlen = tonumber(ARGV[1])
-for _, note in ipairs(cjson.decode(ARGV[3])) do
-  if maxlen > 0 then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(note.event))
-  end
-  if note.count then
-    redis.call('HINCRBY', KEYS[2], 'tasks\\t' .. note.name .. '\\t' .. note.count, 1)
-    redis.call('HINCRBY', KEYS[3], note.count, 1)
-    if note.worker then redis.call('HINCRBY', KEYS[2], 'done\\t' .. note.worker, 1) end
-    if note.bucket then
-      redis.call('HINCRBY', KEYS[2], 'runtime\\t' .. note.name .. '\\t' .. note.bucket, 1)
-      redis.call('HINCRBYFLOAT', KEYS[2], 'runtime_sum\\t' .. note.name, note.runtime)
-    end
+local batch = cjson.decode(ARGV[3])
+if maxlen > 0 then
+  for _, event in ipairs(batch.events) do
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(event))
   end
 end
+for field, n in pairs(batch.counts) do redis.call('HINCRBY', KEYS[2], field, n) end
+for field, x in pairs(batch.sums) do redis.call('HINCRBYFLOAT', KEYS[2], field, x) end
+for state, n in pairs(batch.slice) do redis.call('HINCRBY', KEYS[3], state, n) end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 """
 
@@ -71,55 +73,138 @@ def bucket_name(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(bound)
 
 
+@dataclass
+class Batch:
+    """Notes not yet sent: the stream entries, and the counters summed."""
+
+    events: list[list[str]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    sums: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    slice: Counter[str] = field(default_factory=Counter)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.counts)
+
+    def merge(self, other: Batch) -> None:
+        self.events[:0] = other.events  # older first
+        self.counts.update(other.counts)
+        self.slice.update(other.slice)
+        for name, seconds in other.sums.items():
+            self.sums[name] += seconds
+
+    def as_json(self) -> str:
+        return json.dumps({"events": self.events, "counts": self.counts,
+                           "sums": {k: f"{v:.6f}" for k, v in self.sums.items()},
+                           "slice": self.slice})
+
+
 class Events:
     """A process's unsent notes, and the script that sends them."""
 
     def __init__(self, client: redis.Redis, keys: Keys, max_length: int):
         self.keys = keys
         self.max_length = max_length  # 0: counters only, no stream
-        self.notes: list[dict[str, Any]] = []
+        self.notes = Batch()
         self._observe = client.register_script(_OBSERVE)
 
     def note(self, kind: str, task_id: str, name: str, worker: str = "",
              count: str | None = None, runtime: float | None = None,
-             **details: Any) -> None:
+             at: float | None = None, **details: Any) -> None:
         """Keep an event for the next send; ``count`` names the state to count it under."""
         fields = {"type": kind, "id": task_id, "name": name, "worker": worker,
-                  "time": f"{time.time():.6f}"}
+                  "time": f"{at or time.time():.6f}"}
         fields.update((k, str(v)) for k, v in details.items() if v is not None)
         if runtime is not None:
             fields["runtime"] = f"{runtime:.6f}"
-        note: dict[str, Any] = {"event": [x for pair in fields.items() for x in pair],
-                                "name": name}
+        if self.max_length:
+            self.notes.events.append([x for pair in fields.items() for x in pair])
         if count:
-            note["count"] = count
+            self.notes.counts[f"tasks\t{name}\t{count}"] += 1
+            self.notes.slice[count] += 1
             if worker:
-                note["worker"] = worker
+                self.notes.counts[f"done\t{worker}"] += 1
             if runtime is not None:
-                note["bucket"], note["runtime"] = bucket_of(runtime), f"{runtime:.6f}"
-        self.notes.append(note)
+                self.notes.counts[f"runtime\t{name}\t{bucket_of(runtime)}"] += 1
+                self.notes.sums[f"runtime_sum\t{name}"] += runtime
 
-    def send_in(self, pipe: Pipeline) -> int:
-        """Queue the notes into ``pipe`` as an EVALSHA; returns how many. Call ``sent``
-        once the pipeline has run, so that a failed send keeps them."""
-        if not self.notes:
-            return 0
-        keys, args = self._call()
-        pipe.execute_command("EVALSHA", self._observe.sha, len(keys), *keys, *args)
-        return len(self.notes)
+    def take(self) -> Batch:
+        """The notes so far, to send; ``restore`` them if the send fails."""
+        batch, self.notes = self.notes, Batch()
+        return batch
 
-    def sent(self, how_many: int) -> None:
-        del self.notes[:how_many]
+    def restore(self, batch: Batch) -> None:
+        batch.merge(self.notes)
+        self.notes = batch
+
+    def command(self, batch: Batch) -> tuple[Any, ...]:
+        """The batch as an EVALSHA command, to go in a pipeline beside another step."""
+        keys, args = self._call(batch)
+        return ("EVALSHA", self._observe.sha, len(keys), *keys, *args)
 
     def flush(self, client: redis.Redis) -> None:
-        """Send the notes now (a supervisor, the API, a child about to exit)."""
-        if self.notes:
-            sending = len(self.notes)
-            keys, args = self._call()
+        """Send the notes now (a supervisor, the API, a recoverer)."""
+        if not self.notes:
+            return
+        batch = self.take()
+        keys, args = self._call(batch)
+        try:
             self._observe(keys=keys, args=args, client=client)
-            self.sent(sending)
+        except BaseException:
+            self.restore(batch)
+            raise
 
-    def _call(self) -> tuple[list[str], list[Any]]:
+    def _call(self, batch: Batch) -> tuple[list[str], list[Any]]:
         slice_key = self.keys.throughput(int(time.time()) // SLICE * SLICE)
         return ([self.keys.events(), self.keys.counters(), slice_key],
-                [self.max_length, SLICE_TTL, json.dumps(self.notes)])
+                [self.max_length, SLICE_TTL, batch.as_json()])
+
+
+class NoteWriter:
+    """A child's notes go to its supervisor over a pipe, which sends them to Redis in
+    batches: a child then spends microseconds per note, and Redis one script call
+    per batch rather than one per task. Lines under PIPE_BUF are written whole."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def note(self, kind: str, task_id: str, name: str, worker: str = "",
+             count: str | None = None, runtime: float | None = None, **details: Any) -> None:
+        line = {"kind": kind, "task_id": task_id, "name": name, "worker": worker,
+                "count": count, "runtime": runtime, "at": time.time(),
+                **{k: str(v) for k, v in details.items() if v is not None}}
+        data = (json.dumps(line) + "\n").encode()
+        if len(data) > select.PIPE_BUF:  # keep it atomic: drop the details, keep the count
+            data = (json.dumps({k: line[k] for k in _CORE}) + "\n").encode()
+        os.write(self.fd, data)
+
+
+_CORE = ("kind", "task_id", "name", "worker", "count", "runtime", "at")
+
+
+class NoteReader:
+    """The supervisor's end of the children's pipe: whole lines become notes."""
+
+    def __init__(self, fd: int, events: Events):
+        self.fd = fd
+        self.events = events
+        self.partial = b""
+        os.set_blocking(fd, False)
+
+    def read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            *lines, self.partial = (self.partial + chunk).split(b"\n")
+            for line in lines:
+                self._note(line)
+
+    def _note(self, line: bytes) -> None:
+        try:
+            values = json.loads(line)
+            self.events.note(**values)
+        except (ValueError, TypeError):  # cannot happen for lines our children wrote
+            return

@@ -31,6 +31,7 @@ from asyncq import states
 from asyncq.broker import MAX_ID_BYTES, LeftoversHeld, Message, now, parse_json, registration
 from asyncq.canvas import follow_ups, gathered_args
 from asyncq.connection import is_transient
+from asyncq.events import EVENTS_FLUSH, NoteReader, NoteWriter
 from asyncq.exceptions import (
     EncodeError,
     NotRegistered,
@@ -93,7 +94,8 @@ class Child:
     """One child process: fetches and runs tasks, one at a time, until told to stop."""
 
     def __init__(self, app: AsyncQ, worker_id: str, slot: int, queues: list[str],
-                 max_tasks: int, deadlines: Any, running_ids: Any, wake_fd: int, share: int):
+                 max_tasks: int, deadlines: Any, running_ids: Any, wake_fd: int, share: int,
+                 notes_fd: int):
         self.app = app
         self.worker_id = worker_id
         self.slot = slot
@@ -103,6 +105,7 @@ class Child:
         self.deadlines = deadlines  # shared with the supervisor, which enforces them
         self.running_ids = running_ids  # shared too: the id of the task each child runs
         self.wake_fd = wake_fd  # a byte here wakes the supervisor to look at deadlines
+        self.notes = NoteWriter(notes_fd)  # task events, sent on by the supervisor
         self.share = share  # how many children share the queues (for fair prefetching)
         self.outage = Outage(log)
         self.busy = False
@@ -182,7 +185,7 @@ class Child:
             return value
 
     def handle(self, raw: bytes) -> None:
-        broker, events = self.app.broker, self.app.broker.events
+        broker, events = self.app.broker, self.notes
         try:
             message = Message.decode(raw)
             task = self.app.registered(message.task)
@@ -230,7 +233,7 @@ class Child:
         kind = _EVENT_OF_STATE.get(status, status.lower())
         error = f"{fields['exc_type']}: {fields.get('exc_message', '')}" \
             if "exc_type" in fields else None
-        self.app.broker.events.note(
+        self.notes.note(
             kind, message.id, message.task, self.worker_id, count=status, runtime=runtime,
             result=_shorten(fields["result"]) if "result" in fields else None,
             exception=_shorten(error) if error else None, eta=fields.get("eta"))
@@ -304,7 +307,7 @@ class Child:
         failed = self.persist(
             lambda: self.app.broker.dead_letter(raw, self.inflight, failure, task_id))
         if task_id and failed:
-            self.app.broker.events.note(
+            self.notes.note(
                 "failed", task_id, _guess_field(raw, "task") or "?", self.worker_id,
                 count=states.FAILURE, exception=_shorten(f"{type(exc).__name__}: {exc}"))
 
@@ -391,6 +394,10 @@ class Supervisor:
         self.stop_requests = 0  # 1 = warm shutdown, 2 = cold shutdown
         self.stops_applied = 0
         self._wake_read, self._wake_write = os.pipe()
+        # Children write their task events here; the supervisor sends them in batches.
+        self._notes_read, self._notes_write = os.pipe()
+        self.notes = NoteReader(self._notes_read, app.broker.events)
+        self.events_sent_at = time.monotonic()
 
     # -- signals: handlers only count, the main loop acts ---------------------
     def on_stop_signal(self, signum: int, frame: Any) -> None:
@@ -438,9 +445,13 @@ class Supervisor:
             elif self.next_due is not None and self.next_due <= time.time():
                 self.queue_due_messages()
             sentinels = {child.sentinel: slot for slot, child in self.children.items()}
-            ready = wait([*sentinels, self._wake_read], timeout=self.pause(next_beat))
+            ready = wait([*sentinels, self._wake_read, self._notes_read],
+                         timeout=self.pause(next_beat))
             if self._wake_read in ready:
                 os.read(self._wake_read, 64)
+            if self._notes_read in ready:
+                self.notes.read()
+            self.send_events()
             self.apply_stop_requests()
             self.enforce_time_limits()
             for fd in ready:
@@ -450,16 +461,35 @@ class Supervisor:
     def pause(self, next_beat: float) -> float:
         """Sleep until the next heartbeat or the nearest hard time limit."""
         wake_at = min([next_beat, *(d for d in self.deadlines if d > 0)])
+        if self.app.broker.events.notes:
+            wake_at = min(wake_at, self.events_sent_at + EVENTS_FLUSH)
         if self.next_due is not None:
             wake_at = min(wake_at, time.monotonic() + self.next_due - time.time())
         return max(0.0, wake_at - time.monotonic())
+
+    def send_events(self, now: bool = False) -> None:
+        """Send the children's notes, at most every EVENTS_FLUSH seconds (one script
+        call for all the tasks that ended meanwhile)."""
+        events = self.app.broker.events
+        if not events.notes or (not now and
+                                time.monotonic() - self.events_sent_at < EVENTS_FLUSH):
+            return
+        try:
+            events.flush(self.app.broker.client)
+        except REDIS_DOWN as exc:  # kept, and sent once Redis is back
+            self.outage.failed(exc)
+        except Exception:  # events are best effort: never take the worker down
+            log.exception("task events dropped")
+            events.take()
+        self.events_sent_at = time.monotonic()
 
     def spawn(self, slot: int) -> None:
         self.deadlines[slot] = 0.0
         start = slot * TASK_ID_SIZE
         self.running_ids[start:start + TASK_ID_SIZE] = b"\0" * TASK_ID_SIZE
         child = Child(self.app, self.worker_id, slot, self.queues, self.max_tasks_per_child,
-                      self.deadlines, self.running_ids, self._wake_write, self.concurrency)
+                      self.deadlines, self.running_ids, self._wake_write, self.concurrency,
+                      self._notes_write)
         process = _fork.Process(target=child.run, name=f"Child-{slot}", daemon=False)
         process.start()
         self.children[slot] = process
@@ -686,6 +716,11 @@ class Supervisor:
                 self.connected_since = time.monotonic()
 
     def say_goodbye(self) -> None:
+        self.notes.read()  # what the children wrote before they exited
+        self.send_events(now=True)
+        self._say_goodbye()
+
+    def _say_goodbye(self) -> None:
         """Leave the registry, unless messages are still held (then others recover them)."""
         keys, client = self.app.keys, self.app.broker.client
         with suppress(*REDIS_DOWN):

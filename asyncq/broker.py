@@ -44,7 +44,6 @@ Celery's counterpart is kombu's Redis transport plus its Redis result backend.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,8 +62,6 @@ if TYPE_CHECKING:
     from redis.commands.core import Script
 
     from asyncq.canvas import FollowUps
-
-log = logging.getLogger("asyncq.broker")
 
 # One Redis command, as a tuple of its words: ("LREM", key, 1, message).
 Command = tuple[Any, ...]
@@ -382,7 +379,7 @@ class Broker:
         self.keys = keys
         self.record_ttl = record_ttl  # safety TTL while a task is queued or running
         self.result_ttl = result_ttl  # how long final results are kept
-        self.events = Events(client, keys, events_max_length)  # notes ride along with fetch
+        self.events = Events(client, keys, events_max_length)  # notes sent in batches
         self._announced: set[str] = set()  # queues this process added to keys.queues()
         self._waiters = threading.local()  # one pub/sub connection per thread, for get()
         self._pending = client.register_script(_PENDING)
@@ -499,10 +496,10 @@ class Broker:
         keeps one child from taking more than its part of a short queue. When every
         list is empty, block (BLMOVE) on the first queue's own list for up to ``timeout``.
         """
-        for queue in queues:  # this process's events ride along with the first call
+        for queue in queues:
             inflight = self.keys.inflight(queue, worker_id, slot)
             lists = [self.keys.queue(queue, priority) for priority in reversed(PRIORITIES)]
-            taken = self.run_with_events(self._take, [inflight, *lists], [prefetch, share])
+            taken = self._take(keys=[inflight, *lists], args=[prefetch, share])
             if isinstance(taken, int):
                 raise LeftoversHeld(inflight)
             if taken:
@@ -516,49 +513,17 @@ class Broker:
               track_started: bool, extended: bool = False) -> str | None:
         """Record that a child began the task; returns the final state instead if it has
         one, after dropping the message (and applying follow-ups a crash left undone)."""
-        final = self.run_with_events(
-            self._start, [self.keys.task(message.id)],
-            [message.raw, worker_id, now(), self.record_ttl, int(acks_late),
-             states.STARTED if track_started else "",
-             json.dumps({"args": message.args, "kwargs": message.kwargs}) if extended else ""])
+        final = self._start(
+            keys=[self.keys.task(message.id)],
+            args=[message.raw, worker_id, now(), self.record_ttl, int(acks_late),
+                  states.STARTED if track_started else "",
+                  json.dumps({"args": message.args, "kwargs": message.kwargs}) if extended
+                  else ""])
         if not final:
             return None
         status, after = final
         self._ack(message, inflight, after)
         return status.decode()
-
-    def run_with_events(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """Run a script, sending this process's pending task events in the same round trip.
-
-        EVALSHA in a plain pipeline, as a raw command (a cluster pipeline refuses
-        ``pipe.evalsha``): redis-py's own script-in-pipeline support asks SCRIPT
-        EXISTS first, which would cost the round trip we save. A script Redis has
-        forgotten (it restarted) is loaded and run again.
-        """
-        if not self.events.notes:
-            return script(keys=keys, args=args)
-        batch = self.events.take()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command(*self.events.command(batch))
-        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            observed, result = pipe.execute(raise_on_error=False)
-        except BaseException:
-            self.events.restore(batch)
-            raise
-        if isinstance(observed, redis.exceptions.NoScriptError):
-            self.events.restore(batch)
-            try:
-                self.events.flush(self.client)  # the Script object loads itself
-            except Exception as exc:  # kept for the next send; the step itself is done
-                log.error("task events not sent yet: %s", exc)
-        elif isinstance(observed, Exception):  # events are best effort: never lose the step
-            log.error("task events not stored: %s", observed)
-        if isinstance(result, redis.exceptions.NoScriptError):
-            return script(keys=keys, args=args)  # Script objects load themselves
-        if isinstance(result, Exception):
-            raise result
-        return result
 
     def update_state(self, task_id: str, state: str, meta: Any) -> bool:
         """Store a custom state (such as PROGRESS) and its meta as their own fields.

@@ -45,7 +45,7 @@ def test_task_acks_late_spelling_on_the_decorator_is_honoured():
 
 def test_a_backend_other_than_the_broker_is_refused_clearly():
     app = Celery("x", broker="redis://localhost:6379/0", backend="redis://localhost:6379/1")
-    with pytest.raises(ConfigurationError, match="one atomic step"):
+    with pytest.raises(ConfigurationError, match="queueing and recording are one step"):
         app.broker  # noqa: B018 - connecting is what raises
 
 

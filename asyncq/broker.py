@@ -414,6 +414,9 @@ class Broker:
             return pipe.execute()
         answers: list[Any] = []
         for stage in stages:
+            if len(stage) == 1:  # alone: a cluster pipeline would first ask COMMAND GETKEYS
+                answers.append(self.client.execute_command(*stage[0]))
+                continue
             pipe = self.client.pipeline(transaction=False)
             for command in stage:
                 pipe.execute_command(*command)

@@ -174,12 +174,18 @@ def check_credentials(app: AsyncQ) -> None:
                                 case_sensitive=False))
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1), default=None,
               help="Replace a child after it has run this many tasks.")
+@click.option("-E", "--task-events/--no-task-events", default=None,
+              help="Send task events to the stream (the default: worker_send_task_events; "
+                   "-E is Celery's flag). Counters are kept either way.")
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int | None, queues: str, hostname: str,
-           loglevel: str, max_tasks_per_child: int | None) -> None:
+           loglevel: str, max_tasks_per_child: int | None, task_events: bool | None) -> None:
     """Start a prefork worker: a supervisor and --concurrency children."""
     logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
     app = load(ctx)
+    if task_events is not None:
+        app.conf.worker_send_task_events = task_events
+        app.reset_connection()
     options = WorkerOptions(concurrency=concurrency or 0,
                             queues=[q for q in queues.split(",") if q],
                             hostname=hostname, max_tasks_per_child=max_tasks_per_child or 0)

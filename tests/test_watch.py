@@ -344,3 +344,22 @@ def test_inspect_json_lists_each_of_several_workers_with_its_own_details(
     workers = json.loads(done.stdout)["workers"]
     assert [(w["id"], w["concurrency"], w["alive"]) for w in workers] == [
         ("alpha@test", 2, True), ("mid@test", 3, True), ("zeta@test", 1, True)]
+
+
+def test_a_worker_started_without_task_events_still_keeps_the_counters(
+        app, redis_url, start_worker):
+    # given a worker told not to send task events (Celery's -E turns them on; here
+    # they are on by default)
+    worker = start_worker("--no-task-events")
+
+    # when a task runs
+    result = add.delay(4, 5)
+    assert result.get(timeout=10) == 9
+
+    # then it is counted, but the stream holds no event
+    def counted() -> int:
+        return Monitor(app).counters().tasks.get(("tests.add", "SUCCESS"), 0)
+
+    wait_until(counted, "tests.add counted SUCCESS")
+    assert Monitor(app).events("-", 100) == []
+    worker.wait_for(r"Task tests\.add\[.*\] succeeded")

@@ -103,7 +103,7 @@ if not status then redis.call('EXPIRE', KEYS[1], ARGV[4]) end  -- else it kept i
 return false
 """
 
-# ARGV: ttl (0 = delete the record), channel, the notice for it, the
+# ARGV: ttl, channel, the notice for it, the
 # follow-ups as JSON ('' = none), then the record's new field/value pairs.
 # Stores the final state unless one is there.  Returns {1 if it stored, the
 # follow-ups the record now holds ('' = none: this call's own when it stored,
@@ -113,13 +113,9 @@ _STORE = _LUA_IS_FINAL + """
 local status, after, finished = unpack(
   redis.call('HMGET', KEYS[1], 'status', 'after', 'finished_at'))
 if is_final(status) then return {0, after or '', finished or ''} end
-if ARGV[1] == '0' then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'after', ARGV[4]) end
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'after', ARGV[4]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {1, ARGV[4], ''}
 """
@@ -550,19 +546,23 @@ class Broker:
         state, applied, and cleared before the ack (see the module docstring).
         """
         plan = self._follow_up_plan(after, keep_result) if after else ""
-        ttl = self.result_ttl if keep_result else 0
-        if plan and not keep_result:
-            ttl = self.record_ttl  # the record holds the plan until it is applied, then goes
+        # Without a result to keep (ignore_result) the final record still goes first,
+        # and is deleted with the ack: a copy redelivered after a crash between the
+        # two finds the final state, as any other would, rather than no record.
+        ttl = self.result_ttl if keep_result else self.record_ttl
+        record = self.keys.task(message.id)
         pairs = flat(fields)
-        store = self._eval(self._store, [self.keys.task(message.id)],
+        store = self._eval(self._store, [record],
                            [ttl, self.keys.done_channel(message.id), final_notice(fields), plan,
                             *pairs])
         if plan:
             stored, pending, finished = self._in_stages([store])[0]
             self._ack(message, inflight, pending)
         else:
-            (stored, pending, finished), _ = self._in_stages(
-                [store], [("LREM", inflight, 1, message.raw)])
+            ack: list[Command] = [("LREM", inflight, 1, message.raw)]
+            if not keep_result:
+                ack.append(("DEL", record))
+            (stored, pending, finished), *_ = self._in_stages([store], ack)
             if pending:  # an earlier finish of this task stored follow-ups and crashed
                 self._ack(message, inflight, pending)
         # Stored now, or by this very call's earlier try whose answer was lost (the

@@ -148,3 +148,37 @@ def test_a_finish_tried_again_after_its_answer_was_lost_still_counts_as_stored(a
     assert (first, again, stray) == (True, True, False)
     assert result.get(timeout=1) == 5
     assert client.llen(inflight) == 0
+
+
+def test_an_ignored_result_is_deleted_with_the_ack_not_before(app, client):
+    # given a task taken into a child's in-flight list
+    from asyncq.broker import Message
+
+    add.delay(1, 1)
+    inflight = app.keys.inflight("celery", "w@test", 0)
+    message = Message.decode(client.lmove(QUEUE, inflight, "RIGHT", "LEFT"))
+    fields = {"status": "SUCCESS", "result": "2", "finished_at": "1700000000.5"}
+
+    # when only the record part of an ignore_result finish ran (a crash before the ack)
+    store = app.broker._eval(app.broker._store, [task_key(message.id)],
+                             [60, "channel", "final", "", *[x for kv in fields.items()
+                                                            for x in kv]])
+    app.broker._in_stages([store])
+    # then a copy delivered again finds the final state and is dropped, not run again
+    assert app.broker.start(message, inflight, "w@test", True, True) == "SUCCESS"
+    assert client.llen(inflight) == 0
+
+    # and a whole ignore_result finish stores the final state first, then acks and
+    # deletes the record, leaving neither record nor message
+    add.delay(1, 1)
+    message = Message.decode(client.lmove(QUEUE, inflight, "RIGHT", "LEFT"))
+    watcher = redis.Redis.from_url(app.conf.broker, socket_timeout=5)
+    with watcher.monitor() as monitor:
+        assert app.broker.finish(message, inflight, fields, keep_result=False)
+        seen = [monitor.next_command()["command"].split()[0]]
+        while seen[-1] != "DEL":
+            seen.append(monitor.next_command()["command"].split()[0])
+    watcher.close()
+    assert seen.index("HSET") < seen.index("LREM") < seen.index("DEL"), seen
+    assert not client.exists(task_key(message.id))
+    assert client.llen(inflight) == 0

@@ -166,15 +166,22 @@ class NoteWriter:
 
     def __init__(self, fd: int):
         self.fd = fd
+        self.held: list[dict[str, Any]] = []
 
     def note(self, kind: str, task_id: str, name: str, worker: str = "",
-             count: str | None = None, runtime: float | None = None, **details: Any) -> None:
-        line = {"kind": kind, "task_id": task_id, "name": name, "worker": worker,
-                "count": count, "runtime": runtime, "at": time.time(),
-                **{k: str(v) for k, v in details.items() if v is not None}}
-        data = (json.dumps(line) + "\n").encode()
-        if len(data) > select.PIPE_BUF:  # keep it atomic: drop the details, keep the count
-            data = (json.dumps({k: line[k] for k in _CORE}) + "\n").encode()
+             count: str | None = None, runtime: float | None = None, more: bool = False,
+             **details: Any) -> None:
+        """Write a note; ``more`` holds it to go in one line with the next (received
+        and started happen at once: one line, one read for the supervisor)."""
+        self.held.append({"kind": kind, "task_id": task_id, "name": name, "worker": worker,
+                          "count": count, "runtime": runtime, "at": time.time(),
+                          **{k: str(v) for k, v in details.items() if v is not None}})
+        if more:
+            return
+        notes, self.held = self.held, []
+        data = (json.dumps(notes) + "\n").encode()
+        if len(data) > select.PIPE_BUF:  # keep it atomic: drop the details, keep the counts
+            data = (json.dumps([{k: n[k] for k in _CORE} for n in notes]) + "\n").encode()
         os.write(self.fd, data)
 
 
@@ -204,7 +211,7 @@ class NoteReader:
 
     def _note(self, line: bytes) -> None:
         try:
-            values = json.loads(line)
-            self.events.note(**values)
+            for values in json.loads(line):
+                self.events.note(**values)
         except (ValueError, TypeError):  # cannot happen for lines our children wrote
             return

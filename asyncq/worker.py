@@ -198,7 +198,8 @@ class Child:
             if self.persist(lambda: broker.finish(message, self.inflight, fields)):
                 self.note_end(message, fields)
             return
-        events.note("received", message.id, task.name, self.worker_id, retries=message.retries)
+        events.note("received", message.id, task.name, self.worker_id, retries=message.retries,
+                    more=task.track_started)
         if task.track_started:
             events.note("started", message.id, task.name, self.worker_id)
         final = self.persist(lambda: broker.start(message, self.inflight, self.worker_id,

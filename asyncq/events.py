@@ -37,10 +37,6 @@ SLICE = 5  # seconds per throughput slice
 SLICE_TTL = 3600  # slices older than this are gone
 EVENTS_FLUSH = 0.2  # seconds a supervisor holds its children's notes, at most
 
-# The event types, as in Celery (``task-received`` and so on, without the prefix).
-EVENT_TYPES = ("received", "started", "succeeded", "failed", "retried", "revoked",
-               "rejected", "requeued")
-
 # KEYS: events stream, counters hash, this slice's hash.  ARGV: stream length
 # (0 = no events, counters only), slice TTL, a JSON batch {events = list of flat
 # field/value lists, counts = {counter field: increment}, sums = {counter field:
@@ -135,11 +131,6 @@ class Events:
     def restore(self, batch: Batch) -> None:
         batch.merge(self.notes)
         self.notes = batch
-
-    def command(self, batch: Batch) -> tuple[Any, ...]:
-        """The batch as an EVALSHA command, to go in a pipeline beside another step."""
-        keys, args = self._call(batch)
-        return ("EVALSHA", self._observe.sha, len(keys), *keys, *args)
 
     def flush(self, client: redis.Redis) -> None:
         """Send the notes now (a supervisor, the API, a recoverer)."""

@@ -8,7 +8,6 @@ reports the same totals.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 from asyncq.events import RUNTIME_BUCKETS, bucket_name
@@ -20,7 +19,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def render(monitor: Monitor) -> str:
     """Every metric, as one text document."""
     counters = monitor.counters()
-    workers = monitor.workers(counters)  # one read of the counters hash for both
+    snapshot = monitor.snapshot(counters)  # one read of the counters hash for both
+    workers = snapshot["workers"]
     lines: list[str] = []
     lines += _metric("asyncq_tasks_total", "counter", "Tasks that reached a state, by task "
                      "name and state (final states and retries).",
@@ -29,18 +29,16 @@ def render(monitor: Monitor) -> str:
     lines += _histogram(counters.runtime_buckets, counters.runtime_sums)
     lines += _metric("asyncq_queue_length", "gauge", "Messages waiting in a queue.",
                      ((_labels(queue=name), depth)
-                      for name, depth in monitor.queues(workers).items()))
+                      for name, depth in snapshot["queues"].items()))
     lines += _metric("asyncq_workers_alive", "gauge", "Workers whose heartbeat is fresh.",
                      [("", sum(1 for worker in workers if worker["alive"]))])
     lines += _metric("asyncq_tasks_active", "gauge", "Tasks running now, per worker.",
                      ((_labels(worker=worker["id"]), len(worker["active"]))
                       for worker in workers if worker["alive"]))
-    scheduled = monitor.app.broker.scheduled_count(monitor.queue_names(workers))
-    dead = monitor.client.llen(monitor.keys.dead_letters())
     lines += _metric("asyncq_scheduled_tasks", "gauge", "Messages waiting for their ETA.",
-                     [("", scheduled)])
+                     [("", snapshot["scheduled"])])
     lines += _metric("asyncq_dead_letters", "gauge", "Messages set aside as unrunnable.",
-                     [("", dead)])
+                     [("", snapshot["dead_letters"])])
     return "\n".join(lines) + "\n"
 
 
@@ -52,8 +50,8 @@ def _histogram(buckets: dict[str, dict[str, int]], sums: dict[str, float]) -> li
     for task in sorted(buckets):
         total = 0
         for bound in RUNTIME_BUCKETS:
-            total += buckets[task].get(bucket_name(bound), 0)
-            le = "+Inf" if math.isinf(bound) else repr(bound)
+            le = bucket_name(bound)
+            total += buckets[task].get(le, 0)
             lines.append(f"{name}_bucket{_labels(task=task, le=le)} {total}")
         lines.append(f"{name}_sum{_labels(task=task)} {sums.get(task, 0.0)!r}")
         lines.append(f"{name}_count{_labels(task=task)} {total}")

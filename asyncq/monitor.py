@@ -119,9 +119,6 @@ class Monitor:
                      for name in self.client.smembers(self.keys.queues()))
         return sorted(names)
 
-    def queues(self, workers: list[dict[str, Any]] | None = None) -> dict[str, int]:
-        return self.app.broker.queue_lengths(self.queue_names(workers))
-
     # -- counters and throughput --------------------------------------------
     def counters(self) -> Counters:
         parsed = Counters()
@@ -198,9 +195,10 @@ class Monitor:
         return tasks
 
     # -- everything at once -------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """What ``asyncq inspect --json`` prints and ``GET /inspect`` returns."""
-        counters = self.counters()
+    def snapshot(self, counters: Counters | None = None) -> dict[str, Any]:
+        """What ``asyncq inspect --json`` prints and ``GET /inspect`` returns (and what
+        /metrics renders, with the ``counters`` it has read already)."""
+        counters = counters or self.counters()
         workers = self.workers(counters)
         names = self.queue_names(workers)
         return {"time": time.time(), "workers": workers,

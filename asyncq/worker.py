@@ -143,8 +143,6 @@ class Child:
                     self.busy = False
         except _Stop:
             pass
-        with suppress(*REDIS_DOWN):
-            self.app.broker.events.flush(self.app.broker.client)  # the last task's events
 
     def fetch(self) -> list[bytes]:
         """Take the next messages (up to worker_prefetch_multiplier); queues are rotated

@@ -25,8 +25,15 @@ UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 def tutorial_files() -> dict[str, str]:
-    """The tutorial's python snippets, joined per file named on their first line."""
-    assert SEED.exists(), f"the tutorial is expected at {SEED} (shared/ beside the checkout)"
+    """The tutorial's python snippets, joined per file named on their first line.
+
+    The tutorial lies beside the checkout (``../shared/seed/``) in CI, which makes it
+    required with ASYNCQ_REQUIRE_TUTORIAL=1; a clone elsewhere skips this one test."""
+    if not SEED.exists():
+        reason = f"the seed tutorial is not at {SEED} (shared/ beside the checkout)"
+        if os.environ.get("ASYNCQ_REQUIRE_TUTORIAL"):
+            pytest.fail(reason + ", and ASYNCQ_REQUIRE_TUTORIAL is set")
+        pytest.skip(reason)
     files: dict[str, list[str]] = {}
     for block in re.findall(r"```python\n(.*?)```", SEED.read_text(), flags=re.S):
         lines = block.splitlines()

@@ -11,10 +11,9 @@ import os
 import platform
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import click
 import redis
@@ -22,7 +21,7 @@ from redis.exceptions import RedisClusterException
 
 from asyncq import __version__, deadletters, states, watch
 from asyncq.app import AsyncQ
-from asyncq.connection import redis_from_url
+from asyncq.connection import describe_url, redis_from_url
 from asyncq.monitor import Monitor
 from asyncq.outage import REDIS_DOWN
 from asyncq.worker import Supervisor, WorkerOptions
@@ -61,20 +60,8 @@ def _app_in(module: object, spec: str) -> AsyncQ:
     raise click.UsageError(f"no asyncq app found in module {spec!r}; name it as {spec}.app")
 
 
-def hide_password(url: str) -> str:
-    """The URL with its password shown as ``**``, in the netloc or a ``password=`` query."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":**@")
-        url = url.replace(f"//{parts.netloc}", f"//{netloc}", 1)
-    if parts.query:
-        query = re.sub(r"(^|&)password=[^&]*", r"\1password=**", parts.query)
-        url = url.replace(f"?{parts.query}", f"?{query}", 1)
-    return url
-
-
 def banner(app: AsyncQ, supervisor: Supervisor) -> str:
-    url = hide_password(app.conf.broker)
+    url = describe_url(app.conf.broker)
     lines = [
         f"asyncq v{__version__} worker {supervisor.worker_id}",
         f"{platform.platform()} {datetime.now():%Y-%m-%d %H:%M:%S}",
@@ -82,7 +69,7 @@ def banner(app: AsyncQ, supervisor: Supervisor) -> str:
         "[config]",
         f".> app:         {app.main}:{id(app):#x}",
         f".> transport:   {url}",
-        f".> results:     {hide_password(app.conf.result_backend or app.conf.broker)}",
+        f".> results:     {describe_url(app.conf.result_backend or app.conf.broker)}",
         f".> concurrency: {supervisor.concurrency} (prefork)",
         f".> acks late:   {'on' if app.conf.task_acks_late else 'off'} by default",
         "",
@@ -127,21 +114,45 @@ class RedisUnavailable(click.ClickException):
 
 def refused(app: AsyncQ, exc: Exception) -> RedisUnavailable:
     return RedisUnavailable(
-        f"Redis at {hide_password(app.conf.broker)} refused the credentials ({exc}); "
+        f"Redis at {describe_url(app.conf.broker)} refused the credentials ({exc}); "
         "check the password in the broker URL ($ASYNCQ_BROKER_URL or broker_url), "
         "as in redis://:PASSWORD@host:6379/0")
 
 
 @contextmanager
 def talking_to_redis(app: AsyncQ) -> Iterator[None]:
-    """Turn Redis errors into one plain line and exit status 3 instead of a traceback."""
+    """Name the Redis this command reads, then turn Redis errors into one plain line and
+    exit status 3 instead of a traceback."""
     try:
+        say_which_redis(app)
         yield
     except redis.AuthenticationError as exc:
         raise refused(app, exc) from None
     except REDIS_DOWN as exc:
         raise RedisUnavailable(
-            f"Redis at {hide_password(app.conf.broker)} is unreachable: {exc}") from None
+            f"Redis at {describe_url(app.conf.broker)} is unreachable: {exc}") from None
+
+
+def say_which_redis(app: AsyncQ) -> None:
+    """One line on stderr (so --json output stays clean) naming the Redis read and where
+    its URL came from; a warning when it holds no asyncq key at all, the usual sign of a
+    command pointed at another Redis than the workers'."""
+    url = app.conf.broker
+    if url == os.environ.get("ASYNCQ_BROKER_URL"):
+        source = "from $ASYNCQ_BROKER_URL"
+    elif app.conf.broker_url:
+        source = f"the broker URL of app {app.main!r}"
+    else:
+        source = "the default: $ASYNCQ_BROKER_URL is not set"
+    keys = app.keys
+    found = app.broker.client.exists(keys.workers(), keys.queues(), keys.counters(),
+                                     keys.dead_letters(), keys.events())
+    click.echo(f"Redis: {describe_url(url)} ({source})", err=True)
+    if not found:
+        click.echo(f"Note: this Redis holds no asyncq data at all (no worker, queue, task "
+                   f"count or event under {keys.tag}). If your workers use another Redis, "
+                   "set ASYNCQ_BROKER_URL to its URL (asyncq dev prints the line to use).",
+                   err=True)
 
 
 def check_credentials(app: AsyncQ) -> None:
@@ -410,11 +421,11 @@ def status_command(ctx: click.Context, task_id: str, wait: bool, timeout: float 
 def follow(ctx: click.Context, app: AsyncQ, task_id: str, timeout: float | None,
            show: bool) -> dict[str, str]:
     """Wait for a task's final state, drawing its progress on stderr when ``show``."""
-    display = watch.ProgressDisplay(click.get_text_stream("stderr"))
+    display = watch.ProgressDisplay(sys.stderr)
     tick = 0.125 if display.redraw else watch.REREAD  # a spinner turns; a log does not
+    on_change: Callable[[Mapping[str, str]], None] = display.show if show else _quiet
     try:
-        followed = watch.follow_task(app, task_id, timeout,
-                                     display.show if show else lambda record: None, tick)
+        followed = watch.follow_task(app, task_id, timeout, on_change, tick)
     except KeyboardInterrupt:
         display.close()
         ctx.exit(EXIT_INTERRUPTED)
@@ -423,6 +434,10 @@ def follow(ctx: click.Context, app: AsyncQ, task_id: str, timeout: float | None,
         click.echo(f"Task {task_id} is still {followed.record.get('status')} after "
                    f"{timeout:g}s.", err=True)
     return followed.record
+
+
+def _quiet(record: Mapping[str, str]) -> None:
+    """Shows nothing: status --json keeps stderr for errors."""
 
 
 _STREAM_ID = re.compile(r"[0-9]{1,19}(-[0-9]{1,19})?")  # as Redis reads them

@@ -6,27 +6,36 @@ gunicorn API and a worker; Ctrl-C (or SIGTERM) stops all three.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
 
 import click
+import redis
+from gunicorn.config import KNOWN_SETTINGS
 
+from asyncq.app import AsyncQ
+from asyncq.connection import describe_url
 from asyncq.localredis import LocalRedis, RedisNotFound
 
 
 def run_dev(app_spec: str, wsgi: str, bind: str, concurrency: int) -> int:
     """Run until interrupted; returns the exit status."""
-    problem = check_importable(app_spec)
-    if problem:
+    app, problem = load_app(app_spec)
+    if app is None:
         click.echo(f"asyncq dev: {problem}", err=True)
         return 2
     env = dict(os.environ)
     with ExitStack() as cleanup:
-        if not env.get("ASYNCQ_BROKER_URL"):
+        private = not env.get("ASYNCQ_BROKER_URL")
+        if private:
             try:
                 server = LocalRedis(cleanup.enter_context(tempfile.TemporaryDirectory())).start()
             except (RedisNotFound, RuntimeError, TimeoutError) as exc:
@@ -37,30 +46,77 @@ def run_dev(app_spec: str, wsgi: str, bind: str, concurrency: int) -> int:
             click.echo(f"asyncq dev: private redis-server at {server.url}", err=True)
         worker = [sys.executable, "-m", "asyncq", "-A", app_spec, "worker",
                   f"--concurrency={concurrency}", "--loglevel=info"]
-        api = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", bind, wsgi]
         processes = [subprocess.Popen(command, env=env, start_new_session=True)
-                     for command in (worker, api)]
-        click.echo(f"asyncq dev: API on http://{bind} - Ctrl-C stops everything", err=True)
-        return supervise(processes)
+                     for command in (worker, gunicorn_command(bind, wsgi))]
+        url = env["ASYNCQ_BROKER_URL"]
+
+        def announce() -> None:
+            wait_ready(processes, bind, url, app.keys.workers())
+            announce_ready(bind, url, private)
+
+        return supervise(processes, announce)
 
 
-def check_importable(app_spec: str) -> str | None:
-    """Say plainly why the app cannot be loaded, before starting anything."""
+def gunicorn_command(bind: str, wsgi: str) -> list[str]:
+    """gunicorn for the API; without the control socket that gunicorn 24+ opens under
+    ~/.gunicorn/, which a second dev server would share (and delete on exit)."""
+    command = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", bind]
+    if any(setting.name == "control_socket" for setting in KNOWN_SETTINGS):
+        command.append("--no-control-socket")
+    return [*command, wsgi]
+
+
+def load_app(app_spec: str) -> tuple[AsyncQ | None, str]:
+    """The app, or why it cannot be loaded (said plainly, before starting anything)."""
     from asyncq.cli import find_app
 
     try:
-        find_app(app_spec)
+        return find_app(app_spec), ""
     except (ImportError, click.UsageError) as exc:
-        return (f"cannot load the app {app_spec!r} ({exc}); run this from the folder that "
-                "holds the module (for the example: the asyncq checkout)")
-    return None
+        return None, (f"cannot load the app {app_spec!r} ({exc}); run this from the folder "
+                      "that holds the module (for the example: the asyncq checkout)")
+
+
+def wait_ready(processes: list[subprocess.Popen[bytes]], bind: str, url: str,
+               workers_key: str, timeout: float = 60.0) -> None:
+    """Until gunicorn accepts connections and the worker has registered in Redis
+    (or one of them has ended, or ``timeout`` has passed: supervise() takes over)."""
+    host, _, port = bind.rpartition(":")
+    address = ("127.0.0.1" if host in ("", "0.0.0.0", "[::]") else host.strip("[]"),
+               int(port) if port.isdigit() else 0)
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and all(p.poll() is None for p in processes):
+            with contextlib.suppress(redis.RedisError), socket.socket() as probe:
+                probe.settimeout(1)
+                if (not address[1] or probe.connect_ex(address) == 0) and \
+                        client.hlen(workers_key):
+                    return
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def announce_ready(bind: str, url: str, private: bool) -> None:
+    """Where to point a browser, and the line that points the other commands here."""
+    click.echo(f"asyncq dev: ready. API on http://{bind}, dashboard on "
+               f"http://{bind}/dashboard", err=True)
+    if private:
+        click.echo("asyncq dev: inspect, status, events, dead and purge read this private "
+                   "Redis after, in another shell:", err=True)
+        click.echo(f"    export ASYNCQ_BROKER_URL={url}", err=True)
+    else:
+        click.echo(f"asyncq dev: using $ASYNCQ_BROKER_URL ({describe_url(url)})", err=True)
+    click.echo("asyncq dev: Ctrl-C stops everything", err=True)
 
 
 class _Interrupted(Exception):
     """Raised by the signal handler to leave a blocking wait."""
 
 
-def supervise(processes: list[subprocess.Popen[bytes]]) -> int:
+def supervise(processes: list[subprocess.Popen[bytes]],
+              announce: Callable[[], None] = lambda: None) -> int:
     """Wait for Ctrl-C/SIGTERM or for one process to end, then stop them all.
 
     The children run in sessions of their own, so a Ctrl-C reaches only this
@@ -74,6 +130,7 @@ def supervise(processes: list[subprocess.Popen[bytes]]) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     interrupted = False
     try:
+        announce()
         os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)  # until a child exits
     except _Interrupted:
         interrupted = True

@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from asyncq import Celery
-from asyncq.cli import find_app, hide_password
+from asyncq.cli import find_app
+from asyncq.connection import describe_url
 from asyncq.exceptions import ConfigurationError
 from asyncq.localredis import LocalRedis, find_redis_server, free_port
 from tests.conftest import Process, http, wait_until_listening
@@ -50,8 +51,8 @@ def test_a_backend_other_than_the_broker_is_refused_clearly():
 
 
 def test_banner_hides_the_password():
-    assert hide_password("redis://:s3cret@host:6379/0") == "redis://:**@host:6379/0"
-    assert hide_password("rediss://user:pw@host/0") == "rediss://user:**@host/0"
+    assert describe_url("redis://:s3cret@host:6379/0") == "redis://:**@host:6379/0"
+    assert describe_url("rediss://user:pw@host/0") == "rediss://user:**@host/0"
 
 
 def test_embedded_redis_server_is_used_when_none_is_on_the_path(tmp_path, monkeypatch):
@@ -84,16 +85,22 @@ def test_dev_says_clearly_when_no_redis_server_can_be_found(tmp_path):
     assert "Traceback" not in done.stderr + done.stdout
 
 
-def test_dev_runs_api_worker_and_private_redis_and_stops_them_on_ctrl_c():
-    # Given `asyncq dev` with no broker configured
+def test_dev_runs_api_worker_and_private_redis_and_stops_them_on_ctrl_c(tmp_path):
+    # Given `asyncq dev` with no broker configured (and a home folder of its own)
     port = free_port()
     dev = Process([sys.executable, "-m", "asyncq", "-A", "examples.tutorial.server", "dev",
                    "--bind", f"127.0.0.1:{port}"],
-                  env={"ASYNCQ_BROKER_URL": "", "TASK_SECONDS": "0.2"})
+                  env={"ASYNCQ_BROKER_URL": "", "TASK_SECONDS": "0.2", "HOME": str(tmp_path)})
     try:
         url = dev.wait_for(r"private redis-server at (redis://\S+)").group(1)
         dev.wait_for(r" ready\.$")
+        # Then once the API listens and the worker is registered, it says how to reach it
+        dev.wait_for(r"asyncq dev: ready\. API on http://127\.0\.0\.1:\d+, dashboard on ")
+        export = dev.wait_for(r"^    export ASYNCQ_BROKER_URL=(\S+)$").group(1)
+        assert export == url
         wait_until_listening(port, dev)
+        # and gunicorn opened no control socket that a second dev server would share
+        assert not (tmp_path / ".gunicorn").exists()
         # When the tutorial's task is submitted through the API
         status, _, body = http("POST", f"http://127.0.0.1:{port}/async_long_running_task")
         assert status == 202

@@ -171,10 +171,10 @@ def test_a_password_in_the_url_works_for_submit_worker_and_result(password_redis
     ("redis://h:6379/0", "redis://h:6379/0"),
 ])
 def test_the_password_is_hidden_wherever_the_url_carries_it(given, shown):
-    # the banner and every error message print URLs through hide_password
-    from asyncq.cli import hide_password
+    # the banner and every error message print URLs through describe_url
+    from asyncq.connection import describe_url
 
-    assert hide_password(given) == shown
+    assert describe_url(given) == shown
 
 
 @pytest.mark.parametrize("password", ["wrong", None])

@@ -100,6 +100,25 @@ def test_inspect_shows_the_worker_its_running_task_and_queue_depths(
     assert "Dead letters: 1 " in out
 
 
+def test_each_command_names_the_redis_it_reads_and_says_when_it_holds_no_asyncq_data(
+        app, redis_url, start_worker):
+    commands = (["inspect"], ["status", "no-such-id"], ["events", "--no-follow"],
+                ["dead", "list"], ["purge", "--yes"])
+    # Given a Redis that no asyncq process has ever written to
+    for args in commands:
+        done = asyncq(redis_url, *args)
+        # Then each command names it, and says plainly that it holds no asyncq data
+        assert f"Redis: {redis_url} (from $ASYNCQ_BROKER_URL)" in done.stderr, explain(done)
+        assert "holds no asyncq data at all" in done.stderr, explain(done)
+    # Given a worker that has registered there
+    start_worker()
+    for args in commands:
+        done = asyncq(redis_url, *args)
+        # Then the Redis is still named, and the warning is gone
+        assert f"Redis: {redis_url} (from $ASYNCQ_BROKER_URL)" in done.stderr, explain(done)
+        assert "holds no asyncq data" not in done.stderr, explain(done)
+
+
 def test_watch_commands_exit_3_when_redis_is_unreachable():
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     for args in (["inspect"], ["status", "some-id", "--wait"], ["events", "--no-follow"]):

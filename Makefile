@@ -1,12 +1,12 @@
-# The few commands people type. Each is also written out in the README.
+# The few commands people type; `make run` and `make test` are the README's two commands.
 .PHONY: run test lint bench soak
 run:
-	pip install -e . && asyncq -A examples.tutorial.server dev
+	./run
 test:
-	pip install -e '.[dev]' && ruff check . && python -m pytest
+	./test
 lint:
-	ruff check .
+	.venv/bin/ruff check . && .venv/bin/mypy
 bench:
-	pip install -e '.[bench]' && python -m benchmarks.run
+	.venv/bin/pip install -c constraints.txt -e '.[bench]' && .venv/bin/python -m benchmarks.run
 soak:
-	python -m benchmarks.soak
+	.venv/bin/python -m benchmarks.soak

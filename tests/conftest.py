@@ -216,7 +216,7 @@ def start_gunicorn(redis_url: str) -> Iterator:
     def start(wsgi: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
         port = free_port()
         server = Process([sys.executable, "-m", "gunicorn", "--workers", "1", "--bind",
-                          f"127.0.0.1:{port}", wsgi], cwd=cwd,
+                          f"127.0.0.1:{port}", "--no-control-socket", wsgi], cwd=cwd,
                          env={"ASYNCQ_BROKER_URL": redis_url, **(env or {})})
         started.append(server)
         wait_until_listening(port, server)

@@ -48,12 +48,13 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from redis.cluster import RedisCluster
 
 from asyncq import states
+from asyncq.connection import RedisClient
 from asyncq.events import Events
 from asyncq.keys import PRIORITIES, Keys
 from asyncq.serialization import dumps
@@ -368,7 +369,7 @@ def registration(raw: bytes | str) -> tuple[int, list[str]]:
 class Broker:
     """All of asyncq's Redis traffic: queues (lists) and task records (hashes)."""
 
-    def __init__(self, client: redis.Redis | RedisCluster, keys: Keys, record_ttl: int,
+    def __init__(self, client: RedisClient, keys: Keys, record_ttl: int,
                  result_ttl: int, events_max_length: int = 0):
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
@@ -466,10 +467,12 @@ class Broker:
     def move_due(self, queues: Iterable[str], limit: int = 500) -> float | None:
         """Queue the scheduled messages of ``queues`` now due; returns when the next
         one is due. Each queue's set and lists share a slot: one script per message."""
-        upcoming = []
+        upcoming: list[tuple[bytes, float]] = []
         for queue in queues:
             scheduled = self.keys.scheduled(queue)
-            for raw in self.client.zrangebyscore(scheduled, "-inf", time.time(), 0, limit):
+            due = cast(list[bytes],
+                       self.client.zrangebyscore(scheduled, "-inf", time.time(), 0, limit))
+            for raw in due:
                 try:
                     message = Message.decode(raw)
                 except ValueError:  # cannot happen for messages we wrote: set aside
@@ -478,7 +481,8 @@ class Broker:
                     continue
                 self._move_due(keys=[scheduled, self.keys.queue(queue, message.priority)],
                                args=[raw])
-            upcoming += self.client.zrange(scheduled, 0, 0, withscores=True)
+            upcoming += cast(list[tuple[bytes, float]],
+                             self.client.zrange(scheduled, 0, 0, withscores=True))
         return min((score for _, score in upcoming), default=None)
 
     # -- 2. fetch -----------------------------------------------------------
@@ -504,7 +508,11 @@ class Broker:
             if taken:
                 return inflight, taken
         inflight = self.keys.inflight(queues[0], worker_id, slot)
-        raw = self.client.blmove(self.keys.queue(queues[0]), inflight, timeout, "RIGHT", "LEFT")
+        # BLMOVE takes a timeout in seconds as a float (Redis 6+); redis-py's hint says
+        # int, but it sends the value as is. Rounding would change its meaning (0 blocks
+        # forever), so the float goes through unchanged.
+        raw = cast("bytes | None", self.client.blmove(
+            self.keys.queue(queues[0]), inflight, cast(int, timeout), "RIGHT", "LEFT"))
         return inflight, [raw] if raw is not None else []
 
     # -- 3. start -----------------------------------------------------------
@@ -574,7 +582,8 @@ class Broker:
         """Drop the message from its in-flight list, first applying the follow-ups
         ``pending`` (JSON, '' = none) that its final record holds, and clearing them."""
         if not pending:
-            self.client.lrem(inflight, 1, message.raw)
+            # redis-py hints LREM's value as str; a message is bytes, sent as is.
+            self.client.lrem(inflight, 1, message.raw)  # type: ignore[arg-type]
             return
         plan = json.loads(pending)
         record = self.keys.task(message.id)
@@ -623,7 +632,7 @@ class Broker:
                          args=[self.record_ttl, self.keys.done_channel(task_id),
                                *flat(fields)]):
             return False
-        name = self.client.hget(self.keys.task(task_id), "task")
+        name = cast("bytes | None", self.client.hget(self.keys.task(task_id), "task"))
         self.events.note("revoked", task_id, name.decode() if name else "?",
                          count=states.REVOKED, reason=fields.get("exc_message"))
         self.events.flush(self.client)
@@ -643,7 +652,7 @@ class Broker:
 
     # -- 5. recover a dead child's messages ---------------------------------
     def inflight_messages(self, inflight: str) -> list[bytes]:
-        return self.client.lrange(inflight, 0, -1)
+        return cast(list[bytes], self.client.lrange(inflight, 0, -1))
 
     def recover(self, message: Message, inflight: str, owner: str, mode: str,
                 redelivery_limit: int, failure: Mapping[str, str]) -> str:
@@ -664,9 +673,10 @@ class Broker:
         if mode == "lost" and owner != inflight and self.client.exists(owner):
             return "alive"
         record = self.keys.task(message.id)
+        values = cast("list[bytes | None]", self.client.hmget(
+            record, "status", "started_at", "acks_late", "redeliveries", "after"))
         status, started, acks_late, redelivered, after = (
-            value.decode() if value is not None else None for value in self.client.hmget(
-                record, "status", "started_at", "acks_late", "redeliveries", "after"))
+            value.decode() if value is not None else None for value in values)
         if status in states.READY_STATES:
             self._ack(message, inflight, after or "")
             return "gone"
@@ -682,7 +692,7 @@ class Broker:
         # message whose task is final, which the next recoverer drops ('gone').
         self._end(keys=[record], args=[self.result_ttl, self.keys.done_channel(message.id),
                                        *flat(failure)])
-        if not self.client.lrem(inflight, 1, message.raw):
+        if not self.client.lrem(inflight, 1, message.raw):  # type: ignore[arg-type]  # as in _ack
             return "missing"
         return "failed"
 
@@ -697,11 +707,11 @@ class Broker:
 
     def record(self, task_id: str) -> dict[str, str]:
         """The task's record as text, or {} when there is none."""
-        raw = self.client.hgetall(self.keys.task(task_id))
+        raw = cast(dict[bytes, bytes], self.client.hgetall(self.keys.task(task_id)))
         return {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
 
     def status(self, task_id: str) -> str:
-        value = self.client.hget(self.keys.task(task_id), "status")
+        value = cast("bytes | None", self.client.hget(self.keys.task(task_id), "status"))
         return value.decode() if value else states.UNKNOWN
 
     def forget(self, task_id: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, unquote
 
 import redis
@@ -38,8 +38,13 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-__all__ = ["TRANSIENT_ERRORS", "TopologyURL", "describe_url", "is_transient",
+__all__ = ["TRANSIENT_ERRORS", "RedisClient", "TopologyURL", "describe_url", "is_transient",
            "parse_topology_url", "redis_from_url"]
+
+# What redis_from_url returns, and so what asyncq's code takes as "a Redis client".
+# It is made with decode_responses off: every answer is bytes, although redis-py's
+# hints say bytes | str; readers cast at the call (the one place that knows the shape).
+RedisClient: TypeAlias = redis.Redis | RedisCluster
 
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     # Also covers redis.sentinel.MasterNotFoundError (no Sentinel knows a master: during
@@ -256,7 +261,7 @@ def _parse_topology_url(url: str) -> TopologyURL:
     return TopologyURL(kind, tls, hosts, service_name, options)
 
 
-def redis_from_url(url: str, **options: Any) -> redis.Redis | RedisCluster:
+def redis_from_url(url: str, **options: Any) -> RedisClient:
     """A redis-py client for ``url`` (see the module docstring for the schemes).
 
     ``options`` are client keyword arguments (such as ``health_check_interval``);

@@ -23,7 +23,7 @@ import base64
 import json
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from asyncq import states
 from asyncq.broker import Message
@@ -110,7 +110,7 @@ class RequeueReport:
 def read(app: AsyncQ) -> list[DeadLetter]:
     """Every dead letter, newest first, with the reason ``app`` cannot run it (if any)."""
     client = app.broker.client
-    raws: list[bytes] = client.lrange(app.keys.dead_letters(), 0, -1)
+    raws = cast(list[bytes], client.lrange(app.keys.dead_letters(), 0, -1))
     letters = [_judge(app, index, raw) for index, raw in enumerate(raws)]
     # Messages this app could run: their task record tells whether they already ran.
     runnable = [letter for letter in letters if letter.requeueable]
@@ -141,14 +141,14 @@ def requeue(app: AsyncQ, ids: Collection[str] = ()) -> RequeueReport:
         outcome = _requeue_one(app, letter) if letter.requeueable else letter
         if outcome is None:
             report.requeued.append(letter)
-        elif outcome == "gone":
-            report.gone.append(letter)
-        else:
+        elif isinstance(outcome, DeadLetter):
             report.kept.append(outcome)
+        else:  # "gone"
+            report.gone.append(letter)
     return report
 
 
-def _requeue_one(app: AsyncQ, letter: DeadLetter) -> DeadLetter | str | None:
+def _requeue_one(app: AsyncQ, letter: DeadLetter) -> DeadLetter | Literal["gone"] | None:
     """Requeue one dead letter: None when done, "gone" when someone else took it off
     the list, else the letter with the reason it stays.
 
@@ -156,12 +156,13 @@ def _requeue_one(app: AsyncQ, letter: DeadLetter) -> DeadLetter | str | None:
     submitted again meanwhile is not run twice.
     """
     assert letter.task_id and letter.task and letter.queue  # a decodable message
-    status, exc_type = app.broker.client.hmget(app.keys.task(letter.task_id), "status",
-                                               "exc_type")
+    status, exc_type = cast("list[bytes | None]", app.broker.client.hmget(
+        app.keys.task(letter.task_id), "status", "exc_type"))
     kept = _record_problem(letter, _text(status), _text(exc_type))
     if not kept.requeueable:
         return kept
-    if not app.broker.client.lrem(app.keys.dead_letters(), 1, letter.raw):
+    # redis-py hints LREM's value as str; the raw message is bytes, sent as is.
+    if not app.broker.client.lrem(app.keys.dead_letters(), 1, letter.raw):  # type: ignore[arg-type]
         return "gone"
     app.broker.enqueue(letter.task_id, letter.task, letter.queue, letter.raw,
                        priority=letter.priority, fresh=True)

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import redis
-
+    from asyncq.connection import RedisClient
     from asyncq.keys import Keys
 
 # Runtime histogram bucket bounds in seconds (each bucket counts runtimes <= its bound).
@@ -97,7 +96,7 @@ class Batch:
 class Events:
     """A process's unsent notes, and the script that sends them."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, max_length: int):
+    def __init__(self, client: RedisClient, keys: Keys, max_length: int):
         self.keys = keys
         self.max_length = max_length  # 0: counters only, no stream
         self.notes = Batch()
@@ -132,7 +131,7 @@ class Events:
         batch.merge(self.notes)
         self.notes = batch
 
-    def flush(self, client: redis.Redis) -> None:
+    def flush(self, client: RedisClient) -> None:
         """Send the notes now (a supervisor, the API, a recoverer)."""
         if not self.notes:
             return

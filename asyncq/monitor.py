@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from asyncq import states
 from asyncq.broker import Message, registration
@@ -19,6 +19,10 @@ from asyncq.events import SLICE
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
+
+# A stream entry as the client answers it (decode_responses is off: all bytes):
+# (entry id, {field: value}).
+StreamEntry: TypeAlias = tuple[bytes, dict[bytes, bytes]]
 
 
 @dataclass
@@ -48,8 +52,8 @@ class Monitor:
     # -- workers ------------------------------------------------------------
     def workers(self, counters: Counters | None = None) -> list[dict[str, Any]]:
         """Known workers with their heartbeat, and the tasks each holds (active or reserved)."""
-        known = {k.decode(): registration(v)
-                 for k, v in self.client.hgetall(self.keys.workers()).items()}
+        registry = cast(dict[bytes, bytes], self.client.hgetall(self.keys.workers()))
+        known = {k.decode(): registration(v) for k, v in registry.items()}
         lists = {worker_id: [self.keys.inflight(queue, worker_id, slot)
                              for queue in queues for slot in range(concurrency)]
                  for worker_id, (concurrency, queues) in known.items()}
@@ -115,14 +119,15 @@ class Monitor:
             names.add(target["queue"] if isinstance(target, dict) else str(target))
         for worker in workers or []:
             names.update(worker["queues"])
-        names.update(name.decode(errors="replace")
-                     for name in self.client.smembers(self.keys.queues()))
+        sent_to = cast(set[bytes], self.client.smembers(self.keys.queues()))
+        names.update(name.decode(errors="replace") for name in sent_to)
         return sorted(names)
 
     # -- counters and throughput --------------------------------------------
     def counters(self) -> Counters:
         parsed = Counters()
-        for raw_field, raw_value in self.client.hgetall(self.keys.counters()).items():
+        raw = cast(dict[bytes, bytes], self.client.hgetall(self.keys.counters()))
+        for raw_field, raw_value in raw.items():
             kind, *parts = raw_field.decode().split("\t")
             value = raw_value.decode()
             if kind == "tasks" and len(parts) == 2:
@@ -155,24 +160,29 @@ class Monitor:
     def events(self, after: str = "-", count: int = 100) -> list[dict[str, str]]:
         """Events after the stream id ``after``, oldest first; each has its ``stream_id``."""
         start = "-" if after == "-" else f"({after}"
-        entries = self.client.xrange(self.keys.events(), start, "+", count=count)
+        entries = cast(list[StreamEntry],
+                       self.client.xrange(self.keys.events(), start, "+", count=count))
         return [_event(entry_id, fields) for entry_id, fields in entries]
 
     def follow(self, after: str = "$", block_ms: int = 1000,
                count: int = 100) -> list[dict[str, str]]:
         """Wait up to ``block_ms`` for events newer than ``after`` ('$' = from now on)."""
-        answer = self.client.xread({self.keys.events(): after}, count=count, block=block_ms)
+        answer = cast("list[tuple[bytes, list[StreamEntry]]] | None", self.client.xread(
+            {self.keys.events(): after}, count=count, block=block_ms))
         return [_event(entry_id, fields) for _, entries in answer or []
                 for entry_id, fields in entries]
 
     def last_event_id(self) -> str:
-        newest = self.client.xrevrange(self.keys.events(), "+", "-", count=1)
+        newest = cast(list[StreamEntry],
+                      self.client.xrevrange(self.keys.events(), "+", "-", count=1))
         return newest[0][0].decode() if newest else "0-0"
 
     def recent_tasks(self, limit: int = 30, scan: int = 1000) -> list[dict[str, Any]]:
         """The tasks named by the newest events, newest first, with their records' state."""
         seen: dict[str, dict[str, Any]] = {}
-        for entry_id, fields in self.client.xrevrange(self.keys.events(), "+", "-", count=scan):
+        entries = cast(list[StreamEntry],
+                       self.client.xrevrange(self.keys.events(), "+", "-", count=scan))
+        for entry_id, fields in entries:
             event = _event(entry_id, fields)
             if event.get("id") and event["id"] not in seen:
                 seen[event["id"]] = {"id": event["id"], "name": event.get("name", ""),

@@ -14,7 +14,7 @@ from asyncq.connection import TRANSIENT_ERRORS
 # RedisClusterException also covers a cluster with no node answering ("Redis
 # Cluster cannot be connected"), which redis-py raises outside its RedisError tree;
 # the same class names keys in two slots, which asyncq's scripts never do.
-REDIS_DOWN = (*TRANSIENT_ERRORS, RedisClusterException)
+REDIS_DOWN: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, RedisClusterException)
 
 
 class Outage:

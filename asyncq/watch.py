@@ -176,12 +176,17 @@ def progress_of(meta: Any) -> tuple[float, float] | None:
     """(current, total) when a custom state's meta reports progress, as PROGRESS does."""
     if not isinstance(meta, dict):
         return None
-    current, total = meta.get("current"), meta.get("total")
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool)
-                  and math.isfinite(v) for v in (current, total))
-    if not numbers or total <= 0:
+    current, total = _finite(meta.get("current")), _finite(meta.get("total"))
+    if current is None or total is None or total <= 0:
         return None
-    return float(current), float(total)
+    return current, total
+
+
+def _finite(value: Any) -> float | None:
+    """A finite int or float (not a bool) as a float, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def progress_bar(current: float, total: float, width: int = 30, fancy: bool = True) -> str:

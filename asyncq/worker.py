@@ -25,7 +25,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from asyncq import states
 from asyncq.broker import MAX_ID_BYTES, LeftoversHeld, Message, now, parse_json, registration
@@ -499,6 +499,7 @@ class Supervisor:
         process.join()
         self.deadlines[slot] = 0.0  # not respawned during a shutdown: nothing to watch
         how = describe_exit(process.exitcode)
+        error: Exception
         if slot in self.timed_out:
             self.timed_out.discard(slot)
             mode, error = "timeout", TimeLimitExceeded(
@@ -528,12 +529,12 @@ class Supervisor:
 
     def terminate_revoked(self) -> None:
         """Kill the children whose running task was revoked with terminate=True."""
-        running = {}
+        running: dict[int, str] = {}
         for slot in self.children:
             start = slot * TASK_ID_SIZE
-            task_id = bytes(self.running_ids[start:start + TASK_ID_SIZE]).rstrip(b"\0")
-            if task_id:
-                running[slot] = task_id.decode(errors="replace")
+            raw_id = bytes(self.running_ids[start:start + TASK_ID_SIZE]).rstrip(b"\0")
+            if raw_id:
+                running[slot] = raw_id.decode(errors="replace")
         if not running:
             return
         pipe = self.app.broker.client.pipeline(transaction=False)
@@ -656,8 +657,8 @@ class Supervisor:
         if self.connected_since is None or time.monotonic() - self.connected_since < settle:
             return  # after an outage every heartbeat may have lapsed: let the others beat first
         try:
-            known = {k.decode(): registration(v)
-                     for k, v in client.hgetall(keys.workers()).items()}
+            registry = cast(dict[bytes, bytes], client.hgetall(keys.workers()))
+            known = {k.decode(): registration(v) for k, v in registry.items()}
             known.pop(self.worker_id, None)
             pipe = client.pipeline(transaction=False)
             for worker_id in known:

@@ -90,6 +90,8 @@ def hosts(tmp_path: Path) -> Iterator[tuple[list[Host], int]]:
         server = subprocess.Popen(
             [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
              *(host.gateway for host in made), "--save", "", "--appendonly", "no",
+             # no password on these private links: Redis 7 would refuse the hosts otherwise
+             "--protected-mode", "no",
              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
         probe = redis.Redis(port=port)
         wait_until(lambda: _pings(probe), "the hosts' redis-server answering")

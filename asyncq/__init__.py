@@ -5,8 +5,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from asyncq import states
-from asyncq.app import AsyncQ, Celery, current_app
+from asyncq.app import AsyncQ, Celery
 from asyncq.canvas import GroupResult, Signature, chain, chord, group
+from asyncq.current import current_app
 from asyncq.result import AsyncResult
 from asyncq.task import Task
 

@@ -12,23 +12,17 @@ from typing import Any, TypeVar, overload
 import redis
 from redis.cluster import RedisCluster
 
-from asyncq.broker import MAX_ID_BYTES, Broker, encode_message
+from asyncq.broker import Broker
 from asyncq.config import Settings
 from asyncq.connection import redis_from_url
+from asyncq.current import set_current_app
 from asyncq.exceptions import ConfigurationError, NotRegistered
 from asyncq.keys import PRIORITIES, Keys
+from asyncq.message import MAX_ID_BYTES, as_timestamp, encode_message, new_task_id
 from asyncq.result import AsyncResult
-from asyncq.task import Task, as_timestamp, new_task_id
+from asyncq.task import Task
 
 F = TypeVar("F", bound=Callable[..., Any])
-_current: list[AsyncQ] = []
-
-
-def current_app() -> AsyncQ:
-    """The app created last, used by ``AsyncResult(id)`` when no app is given."""
-    if not _current:
-        raise RuntimeError("no asyncq app has been created yet")
-    return _current[-1]
 
 
 class AsyncQ:
@@ -48,7 +42,7 @@ class AsyncQ:
             self.conf.result_backend = backend
         self.tasks: dict[str, Task] = {}
         self._broker: Broker | None = None
-        _current.append(self)
+        set_current_app(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.main}:{id(self):#x}>"

@@ -47,7 +47,6 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -57,6 +56,7 @@ from asyncq import states
 from asyncq.connection import RedisClient
 from asyncq.events import Events
 from asyncq.keys import PRIORITIES, Keys
+from asyncq.message import Message
 from asyncq.serialization import dumps
 
 if TYPE_CHECKING:
@@ -244,93 +244,6 @@ class LeftoversHeld(Exception):
     def __init__(self, inflight: str):
         super().__init__(inflight)
         self.inflight = inflight
-
-
-@dataclass(frozen=True)
-class Message:
-    """A decoded queue message: JSON ``{"id", "task", "args", "kwargs", "queue"}``, and
-    when set, ``retries`` (tries so far), ``eta`` and ``expires`` (Unix seconds)."""
-
-    raw: bytes
-    id: str
-    task: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    queue: str
-    body: dict[str, Any]
-
-    @classmethod
-    def decode(cls, raw: bytes) -> Message:
-        """Parse a message, raising ValueError with the reason if it is not one of ours."""
-        body = parse_json(raw)
-        if not isinstance(body, dict):
-            raise ValueError("not a JSON object")
-        for field, kind in _REQUIRED.items():
-            if not isinstance(body.get(field), kind):
-                raise ValueError(f"field {field!r} missing or not a {kind.__name__}")
-        for field in ("id", "task", "queue"):  # they become Redis keys: valid UTF-8 only
-            if not body[field] or not _encodable(body[field]):
-                raise ValueError(f"field {field!r} is empty or not valid text")
-        if len(body["id"].encode()) > MAX_ID_BYTES:
-            raise ValueError(f"field 'id' is longer than {MAX_ID_BYTES} bytes")
-        if body.get("priority") is not None and body["priority"] not in PRIORITIES:
-            raise ValueError("field 'priority' is not one of 0-9")
-        for field, kinds in _OPTIONAL.items():
-            if body.get(field) is not None and not isinstance(body[field], kinds):
-                raise ValueError(f"field {field!r} has the wrong type")
-        return cls(raw, body["id"], body["task"], body["args"], body["kwargs"], body["queue"],
-                   body)
-
-    @property
-    def retries(self) -> int:
-        return int(self.body.get("retries") or 0)
-
-    @property
-    def priority(self) -> int:
-        return int(self.body.get("priority") or 0)
-
-    @property
-    def expires(self) -> float | None:
-        return self.body.get("expires")
-
-    def retried(self) -> bytes:
-        """The message for the next try: the same, with ``retries`` one higher."""
-        return encode_body({**self.body, "retries": self.retries + 1})
-
-
-def parse_json(raw: bytes) -> Any:
-    """json.loads, with every way it can fail (bad UTF-8, deep nesting) as ValueError."""
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # ValueError includes UnicodeDecodeError
-        raise ValueError(f"not JSON: {type(exc).__name__}: {exc}"[:300]) from None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-MAX_ID_BYTES = 64  # task ids up to this size (a uuid4 is 36); workers share them in memory
-
-_REQUIRED = {"id": str, "task": str, "args": list, "kwargs": dict, "queue": str}
-_OPTIONAL: dict[str, type | tuple[type, ...]] = {
-    "retries": int, "eta": (int, float), "expires": (int, float), "priority": int}
-
-
-def encode_message(task_id: str, task: str, args: list, kwargs: dict, queue: str,
-                   **options: Any) -> bytes:
-    """The wire format: compact JSON, never pickle. Options that are None are left out."""
-    body = {"id": task_id, "task": task, "args": args, "kwargs": kwargs, "queue": queue}
-    body.update((k, v) for k, v in options.items() if v is not None)
-    return encode_body(body)
-
-
-def encode_body(body: dict[str, Any]) -> bytes:
-    return dumps(body, f"the arguments of task {body['task']!r}").encode()
 
 
 # A waiter told "SUCCESS <result JSON>" has its answer without reading the record.

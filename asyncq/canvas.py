@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from asyncq import states
-from asyncq.broker import Message, encode_body
+from asyncq.current import current_app
 from asyncq.keys import PRIORITIES
+from asyncq.message import Message, encode_body, new_task_id
 from asyncq.result import AsyncResult
-from asyncq.task import new_task_id
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -34,8 +34,6 @@ class Signature:
 
     def __init__(self, task: str, args: Any = (), kwargs: dict[str, Any] | None = None,
                  app: AsyncQ | None = None, immutable: bool = False, **options: Any):
-        from asyncq.app import current_app
-
         self.task = task
         self.args = list(args)
         self.kwargs = dict(kwargs or {})

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from asyncq import states
 from asyncq.broker import SUCCESS_NOTICE
+from asyncq.current import current_app
 from asyncq.exceptions import TimeoutError, UnknownTaskError, rebuild_exception
 from asyncq.serialization import loads
 
@@ -18,8 +19,6 @@ class AsyncResult:
     """The state and outcome of a task, read from its Redis hash on each access."""
 
     def __init__(self, id: str, app: AsyncQ | None = None, task_name: str | None = None):
-        from asyncq.app import current_app
-
         self.id = id
         self.app = app or current_app()
         self.task_name = task_name

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from asyncq import canvas
 from asyncq.exceptions import ConfigurationError, MaxRetriesExceededError, Retry
+from asyncq.message import as_timestamp
 from asyncq.result import AsyncResult
 
 if TYPE_CHECKING:
@@ -191,8 +191,6 @@ class Task:
 
     def signature(self, args: Any = (), kwargs: dict[str, Any] | None = None,
                   immutable: bool = False, **options: Any) -> Signature:
-        from asyncq import canvas  # canvas builds on tasks, so it is imported late
-
         return canvas.Signature(self.name, args, kwargs, app=self.app, immutable=immutable,
                                 **options)
 
@@ -206,17 +204,3 @@ class Task:
         if task_id is None or state is None:
             return  # called inline: there is no record to update
         self.app.broker.update_state(task_id, state, meta)
-
-
-def new_task_id() -> str:
-    return str(uuid.uuid4())
-
-
-def as_timestamp(when: datetime | float) -> float:
-    """A datetime (naive ones are UTC, as in Celery) or Unix seconds, as Unix seconds."""
-    if isinstance(when, datetime):
-        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
-    value = float(when)
-    if not math.isfinite(value):
-        raise ValueError(f"a time must be a finite number, not {when!r}")
-    return value

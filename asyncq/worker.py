@@ -28,7 +28,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, cast
 
 from asyncq import states
-from asyncq.broker import MAX_ID_BYTES, LeftoversHeld, Message, now, parse_json, registration
+from asyncq.broker import LeftoversHeld, now, registration
 from asyncq.canvas import follow_ups, gathered_args
 from asyncq.connection import is_transient
 from asyncq.events import EVENTS_FLUSH, NoteReader, NoteWriter
@@ -41,6 +41,7 @@ from asyncq.exceptions import (
     WorkerLostError,
     exception_type_name,
 )
+from asyncq.message import MAX_ID_BYTES, Message, parse_json
 from asyncq.outage import REDIS_DOWN, Outage
 from asyncq.result import revoked_fields
 from asyncq.serialization import dumps

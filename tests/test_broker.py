@@ -128,7 +128,7 @@ def test_calling_a_task_runs_it_inline_without_redis(app, monkeypatch):
 
 def test_a_finish_tried_again_after_its_answer_was_lost_still_counts_as_stored(app, client):
     # given a task taken into a child's in-flight list
-    from asyncq.broker import Message
+    from asyncq.message import Message
 
     result = add.delay(2, 3)
     inflight = app.keys.inflight("celery", "w@test", 0)
@@ -152,7 +152,7 @@ def test_a_finish_tried_again_after_its_answer_was_lost_still_counts_as_stored(a
 
 def test_an_ignored_result_is_deleted_with_the_ack_not_before(app, client):
     # given a task taken into a child's in-flight list
-    from asyncq.broker import Message
+    from asyncq.message import Message
 
     add.delay(1, 1)
     inflight = app.keys.inflight("celery", "w@test", 0)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import asyncq.app
+import asyncq.current
 from asyncq import Celery, chain, chord, group
 from asyncq.canvas import GroupResult
 from asyncq.exceptions import TaskRevokedError, UnknownTaskError
@@ -475,7 +475,7 @@ def quiet_app():
     """A second app with task_ignore_result=True; it is not left as the current app."""
     other = Celery("quiet", task_ignore_result=True)
     yield other
-    asyncq.app._current.remove(other)
+    asyncq.current._apps.remove(other)
 
 
 def test_app_wide_task_ignore_result_applies_unless_a_task_says_otherwise(quiet_app):

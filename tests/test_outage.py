@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from asyncq.broker import encode_message
 from asyncq.localredis import LocalRedis
+from asyncq.message import encode_message
 from tests.conftest import http
 from tests.taskapp import app as test_app
 from tests.taskapp import nap, sleep

@@ -1,0 +1,121 @@
+"""The wire format of a task message: compact JSON, never pickle.
+
+A message is ``{"id", "task", "args", "kwargs", "queue"}`` and, when set,
+``retries`` (tries so far), ``eta`` and ``expires`` (Unix seconds) and
+``priority`` (0-9). Producers build it with ``encode_message``; a worker reads
+it back with ``Message.decode``, which says why when the bytes are not one of ours
+(the message is then dead-lettered).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from asyncq.keys import PRIORITIES
+from asyncq.serialization import dumps
+
+MAX_ID_BYTES = 64  # task ids up to this size (a uuid4 is 36); workers share them in memory
+
+_REQUIRED = {"id": str, "task": str, "args": list, "kwargs": dict, "queue": str}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "retries": int, "eta": (int, float), "expires": (int, float), "priority": int}
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded queue message: JSON ``{"id", "task", "args", "kwargs", "queue"}``, and
+    when set, ``retries`` (tries so far), ``eta`` and ``expires`` (Unix seconds)."""
+
+    raw: bytes
+    id: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str
+    body: dict[str, Any]
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Message:
+        """Parse a message, raising ValueError with the reason if it is not one of ours."""
+        body = parse_json(raw)
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+        for field, kind in _REQUIRED.items():
+            if not isinstance(body.get(field), kind):
+                raise ValueError(f"field {field!r} missing or not a {kind.__name__}")
+        for field in ("id", "task", "queue"):  # they become Redis keys: valid UTF-8 only
+            if not body[field] or not _encodable(body[field]):
+                raise ValueError(f"field {field!r} is empty or not valid text")
+        if len(body["id"].encode()) > MAX_ID_BYTES:
+            raise ValueError(f"field 'id' is longer than {MAX_ID_BYTES} bytes")
+        if body.get("priority") is not None and body["priority"] not in PRIORITIES:
+            raise ValueError("field 'priority' is not one of 0-9")
+        for field, kinds in _OPTIONAL.items():
+            if body.get(field) is not None and not isinstance(body[field], kinds):
+                raise ValueError(f"field {field!r} has the wrong type")
+        return cls(raw, body["id"], body["task"], body["args"], body["kwargs"], body["queue"],
+                   body)
+
+    @property
+    def retries(self) -> int:
+        return int(self.body.get("retries") or 0)
+
+    @property
+    def priority(self) -> int:
+        return int(self.body.get("priority") or 0)
+
+    @property
+    def expires(self) -> float | None:
+        return self.body.get("expires")
+
+    def retried(self) -> bytes:
+        """The message for the next try: the same, with ``retries`` one higher."""
+        return encode_body({**self.body, "retries": self.retries + 1})
+
+
+def parse_json(raw: bytes) -> Any:
+    """json.loads, with every way it can fail (bad UTF-8, deep nesting) as ValueError."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # ValueError includes UnicodeDecodeError
+        raise ValueError(f"not JSON: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def encode_message(task_id: str, task: str, args: list, kwargs: dict, queue: str,
+                   **options: Any) -> bytes:
+    """The wire format: compact JSON, never pickle. Options that are None are left out."""
+    body = {"id": task_id, "task": task, "args": args, "kwargs": kwargs, "queue": queue}
+    body.update((k, v) for k, v in options.items() if v is not None)
+    return encode_body(body)
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    return dumps(body, f"the arguments of task {body['task']!r}").encode()
+
+
+def new_task_id() -> str:
+    """A fresh task id, a uuid4 as Celery makes them."""
+    return str(uuid.uuid4())
+
+
+def as_timestamp(when: datetime | float) -> float:
+    """A datetime (naive ones are UTC, as in Celery) or Unix seconds, as Unix seconds."""
+    if isinstance(when, datetime):
+        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    value = float(when)
+    if not math.isfinite(value):
+        raise ValueError(f"a time must be a finite number, not {when!r}")
+    return value

@@ -8,14 +8,17 @@ Nothing here writes; each view costs a few pipelined reads.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from asyncq import states
 from asyncq.broker import Message, registration
 from asyncq.events import SLICE
+from asyncq.serialization import loads
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -222,3 +225,34 @@ def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, str]:
     event = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
     event["stream_id"] = entry_id.decode()
     return event
+
+
+def describe(task_id: str, record: Mapping[str, str]) -> dict[str, Any]:
+    """A task as the REST API and ``asyncq status --json`` show it: its state and, by
+    state, its result, error or meta."""
+    state = record.get("status", states.UNKNOWN)
+    view: dict[str, Any] = {"task_id": task_id, "task": record.get("task"), "state": state}
+    if state == states.SUCCESS:
+        view["result"] = loads(record.get("result"))
+    elif "exc_type" in record:
+        view["error"] = {"type": record["exc_type"], "message": record.get("exc_message", ""),
+                         "traceback": record.get("traceback", "")}
+    if "meta" in record:
+        view["meta"] = loads(record["meta"])
+    for name in ("queue", "worker", "submitted_at", "started_at", "finished_at", "runtime",
+                 "redeliveries", "retries"):
+        if name in record:
+            view[name] = record[name]
+    view.update(call_of(record))
+    return view
+
+
+def call_of(record: Mapping[str, str]) -> dict[str, Any]:
+    """The task's args and kwargs, kept in the record when ``result_extended`` is on."""
+    try:
+        call = json.loads(record["call"]) if "call" in record else None
+    except ValueError:
+        return {}
+    if not isinstance(call, dict):
+        return {}
+    return {key: call[key] for key in ("args", "kwargs") if key in call}

@@ -27,8 +27,8 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
+from asyncq.cli.localredis import LocalRedis
 from asyncq.keys import Keys
-from asyncq.localredis import LocalRedis
 from benchmarks import measure
 from benchmarks.run import machine, versions
 from tests.topologies import CLUSTER_SLOTS, RedisCluster3

@@ -144,7 +144,7 @@ def generate_load(url: str, seconds: float, concurrency: int,
 
 # -- gunicorn, and one measurement ------------------------------------------
 def _free_port() -> int:
-    from asyncq.localredis import free_port
+    from asyncq.cli.localredis import free_port
     return free_port()
 
 
@@ -241,7 +241,7 @@ def self_test(seconds: float, concurrency: int, workers: int, systems: list[str]
               rounds: int) -> None:
     """Each system ``rounds`` times on a private redis-server, alternating the order
     (A B B A ...) so neither system always runs first or on a warmer machine."""
-    from asyncq.localredis import LocalRedis
+    from asyncq.cli.localredis import LocalRedis
 
     results: dict[str, list[dict]] = {system: [] for system in systems}
     with tempfile.TemporaryDirectory(prefix="http-load-") as tmp:

@@ -223,7 +223,7 @@ def drain_rq(redis_url: str, n: int, task: str, workers: int) -> dict:
 
 # -- standalone check -----------------------------------------------------------
 def main() -> None:
-    from asyncq.localredis import LocalRedis
+    from asyncq.cli.localredis import LocalRedis
 
     with tempfile.TemporaryDirectory(prefix="peers-redis-") as tmp:
         server = LocalRedis(tmp).start()

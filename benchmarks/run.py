@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asyncq.localredis import LocalRedis, find_redis_server
+from asyncq.cli.localredis import LocalRedis, find_redis_server
 from benchmarks import measure
 
 HERE = Path(__file__).resolve().parent

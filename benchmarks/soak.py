@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from asyncq.localredis import LocalRedis
+from asyncq.cli.localredis import LocalRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from asyncq.localredis import LocalRedis
+from asyncq.cli.localredis import LocalRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -209,7 +209,7 @@ def wait_until_listening(port: int, process: Process, timeout: float = 15.0) -> 
 @pytest.fixture
 def start_gunicorn(redis_url: str) -> Iterator:
     """Start gunicorn serving ``wsgi`` (such as examples.tutorial.server:app); returns its URL."""
-    from asyncq.localredis import free_port
+    from asyncq.cli.localredis import free_port
 
     started: list[Process] = []
 

@@ -133,7 +133,7 @@ def test_unknown_task_is_404_and_oversize_body_is_413(api, client):
 
 
 def test_redis_unreachable_gives_503_json(start_gunicorn):
-    from asyncq.localredis import free_port
+    from asyncq.cli.localredis import free_port
 
     api = start_gunicorn(f"{EXAMPLE}:app",
                          env={"ASYNCQ_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"})
@@ -147,7 +147,7 @@ def test_redis_unreachable_gives_503_json(start_gunicorn):
 def test_openapi_describes_every_route_and_submit_field(api):
     from openapi_spec_validator import validate
 
-    from asyncq.api import SUBMIT_FIELDS
+    from asyncq.api.routes import SUBMIT_FIELDS
     from examples.tutorial.server import app as flask_app
 
     # Given the description the running API serves

@@ -11,10 +11,10 @@ import pytest
 import redis
 
 from asyncq import Celery
-from asyncq.cli import find_app
+from asyncq.cli.localredis import LocalRedis, find_redis_server, free_port
 from asyncq.connection import describe_url
 from asyncq.exceptions import ConfigurationError
-from asyncq.localredis import LocalRedis, find_redis_server, free_port
+from asyncq.loader import find_app
 from tests.conftest import Process, http, wait_until_listening
 
 

@@ -261,7 +261,7 @@ def test_monitor_finds_queues_on_every_master(client, fapp):
 
 def test_retries_countdowns_dead_letters_and_revokes_on_a_queue_of_another_master(
         client, fapp, start_worker):
-    from asyncq import deadletters
+    from asyncq.cli import deadletters
     from tests.featureapp import add, flaky
 
     # given a worker on a queue whose master is not the one of the app-wide keys

@@ -335,7 +335,7 @@ def test_usage_errors_exit_2(redis_url, args, says):
 
 
 def test_an_unreachable_redis_exits_3_with_one_plain_line():
-    from asyncq.localredis import free_port
+    from asyncq.cli.localredis import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     for command in (("list",), ("requeue",), ("purge", "--yes")):

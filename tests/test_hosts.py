@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from asyncq.localredis import find_redis_server, free_port
+from asyncq.cli.localredis import find_redis_server, free_port
 from tests.conftest import Gate, Process, kill_worker_host, wait_for_progress_pid, wait_until
 from tests.taskapp import app as task_app
 from tests.taskapp import tally

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from asyncq.localredis import LocalRedis
+from asyncq.cli.localredis import LocalRedis
 from asyncq.message import encode_message
 from tests.conftest import http
 from tests.taskapp import app as test_app

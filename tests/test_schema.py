@@ -21,7 +21,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from asyncq.openapi import PUBLIC_PATHS
+from asyncq.api.openapi import PUBLIC_PATHS
 from tests.conftest import http, wait_until
 
 EXAMPLE = "examples.tutorial.server"

@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from asyncq import Celery
+from asyncq.cli.localredis import find_redis_server, free_port
 from asyncq.exceptions import ConfigurationError
-from asyncq.localredis import find_redis_server, free_port
 from tests.conftest import QUEUE, Process, http, run_asyncq
 
 EXAMPLE = "examples.tutorial.server"

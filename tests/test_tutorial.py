@@ -69,7 +69,7 @@ def tutorial_dir(tmp_path: Path, redis_url: str) -> Path:
 
 
 def test_tutorial_runs_unchanged_on_asyncq(tutorial_dir: Path):
-    from asyncq.localredis import free_port
+    from asyncq.cli.localredis import free_port
 
     # The tutorial's worker command, with only the program's name changed
     worker = Process([sys.executable, "-m", "asyncq", "-A", "server.celery", "worker",

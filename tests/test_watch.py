@@ -12,9 +12,9 @@ import time
 import pytest
 from click import unstyle
 
-from asyncq.localredis import free_port
+from asyncq.cli.localredis import free_port
+from asyncq.cli.watch import ProgressDisplay, progress_of
 from asyncq.monitor import Monitor
-from asyncq.watch import ProgressDisplay, progress_of
 from tests.conftest import (
     DEAD_LETTERS,
     Process,

@@ -4,7 +4,7 @@ Each class starts its redis-server processes in a folder of its own, waits (poll
 with a deadline) until the deployment works as a client will see it, and SIGKILLs
 every process on ``kill()`` or when its ``with`` block ends. Nothing needs redis-cli:
 the cluster is joined with CLUSTER ADDSLOTS / MEET through redis-py, so any
-redis-server that ``asyncq.localredis.find_redis_server`` finds will do (6.2 or later).
+redis-server that ``asyncq.cli.localredis.find_redis_server`` finds will do (6.2 or later).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from asyncq.localredis import find_redis_server, free_port
+from asyncq.cli.localredis import find_redis_server, free_port
 
 T = TypeVar("T")
 D = TypeVar("D", bound="_Deployment")

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from asyncq import states
-from asyncq.broker import Message
 from asyncq.exceptions import NotRegistered, exception_type_name
 from asyncq.keys import PRIORITIES
+from asyncq.message import Message
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ

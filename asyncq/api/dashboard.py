@@ -14,7 +14,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 
-from asyncq import metrics
+from asyncq.api import metrics
+from asyncq.api.errors import error
 from asyncq.monitor import Monitor
 
 PUBLIC_ENDPOINTS = ("monitor.dashboard", "monitor.static")
@@ -38,8 +39,6 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int | None:
 
 
 def _bad_arg(name: str, low: int, high: int) -> tuple[Response, int]:
-    from asyncq.api import error
-
     return error(400, f"{name!r} must be a whole number from {low} to {high}")
 
 
@@ -81,9 +80,7 @@ def monitor_routes() -> Blueprint:
             return _bad_arg("count", 1, 1000)
         after = request.args.get("after", "-")
         if after != "-" and not _stream_id(after):
-            from asyncq.api import error
-
-            return error(400, "'after' must be a stream id such as 1700000000000-0, or -")
+                    return error(400, "'after' must be a stream id such as 1700000000000-0, or -")
         return jsonify({"events": monitor().events(after, count)})
 
     @bp.get("/metrics")

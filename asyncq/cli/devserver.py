@@ -22,8 +22,9 @@ import redis
 from gunicorn.config import KNOWN_SETTINGS
 
 from asyncq.app import AsyncQ
+from asyncq.cli.localredis import LocalRedis, RedisNotFound
 from asyncq.connection import describe_url
-from asyncq.localredis import LocalRedis, RedisNotFound
+from asyncq.loader import AppNotFound, find_app
 
 
 def run_dev(app_spec: str, wsgi: str, bind: str, concurrency: int) -> int:
@@ -68,11 +69,9 @@ def gunicorn_command(bind: str, wsgi: str) -> list[str]:
 
 def load_app(app_spec: str) -> tuple[AsyncQ | None, str]:
     """The app, or why it cannot be loaded (said plainly, before starting anything)."""
-    from asyncq.cli import find_app
-
     try:
         return find_app(app_spec), ""
-    except (ImportError, click.UsageError) as exc:
+    except (ImportError, AppNotFound) as exc:
         return None, (f"cannot load the app {app_spec!r} ({exc}); run this from the folder "
                       "that holds the module (for the example: the asyncq checkout)")
 

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -19,45 +18,17 @@ import click
 import redis
 from redis.exceptions import RedisClusterException
 
-from asyncq import __version__, deadletters, states, watch
+from asyncq import __version__, states
 from asyncq.app import AsyncQ
+from asyncq.cli import deadletters, watch
+from asyncq.cli.devserver import run_dev
 from asyncq.connection import describe_url, redis_from_url
-from asyncq.monitor import Monitor
+from asyncq.loader import AppNotFound, find_app
+from asyncq.monitor import Monitor, describe
 from asyncq.outage import REDIS_DOWN
 from asyncq.worker import Supervisor, WorkerOptions
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
-
-
-def find_app(spec: str) -> AsyncQ:
-    """Load an app the way Celery's ``-A`` does: ``pkg.module``, ``pkg.module.attr`` or
-    ``pkg.module:attr``; a bare module is searched for an ``app`` or ``celery`` attribute."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like Celery: -A finds modules in this folder
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        try:
-            module = importlib.import_module(spec)
-        except ModuleNotFoundError as exc:
-            if exc.name != spec or "." not in spec:
-                raise
-            module_name, _, attr = spec.rpartition(".")
-        else:
-            return _app_in(module, spec)
-    found = getattr(importlib.import_module(module_name), attr, None)
-    if not isinstance(found, AsyncQ):
-        raise click.UsageError(f"{spec!r} is not an asyncq app (found {type(found).__name__})")
-    return found
-
-
-def _app_in(module: object, spec: str) -> AsyncQ:
-    for name in ("app", "celery"):
-        if isinstance(getattr(module, name, None), AsyncQ):
-            return getattr(module, name)
-    apps = [value for value in vars(module).values() if isinstance(value, AsyncQ)]
-    if len(apps) == 1:
-        return apps[0]
-    raise click.UsageError(f"no asyncq app found in module {spec!r}; name it as {spec}.app")
 
 
 def banner(app: AsyncQ, supervisor: Supervisor) -> str:
@@ -97,6 +68,8 @@ def load(ctx: click.Context) -> AsyncQ:
         raise click.UsageError("name the app with -A, for example: asyncq -A server.celery worker")
     try:
         return find_app(ctx.obj)
+    except AppNotFound as exc:
+        raise click.UsageError(str(exc)) from None
     except ModuleNotFoundError as exc:
         # Only a wrong -A is a usage error; a module the app itself imports stays a traceback.
         module = ctx.obj.partition(":")[0]
@@ -215,8 +188,6 @@ def worker(ctx: click.Context, concurrency: int | None, queues: str, hostname: s
 def dev(ctx: click.Context, bind: str, wsgi: str, concurrency: int) -> None:
     """Run the API (gunicorn) and a worker, and a private redis-server if no
     $ASYNCQ_BROKER_URL is set; Ctrl-C stops them all."""
-    from asyncq.devserver import run_dev
-
     if not ctx.obj:
         raise click.UsageError("name the app module with -A, for example: "
                                "asyncq -A examples.tutorial.server dev")
@@ -408,8 +379,6 @@ def status_command(ctx: click.Context, task_id: str, wait: bool, timeout: float 
         click.echo(f"No task {task_id!r}: never submitted, or its record expired or was "
                    "forgotten.", err=True)
         ctx.exit(EXIT_NO_TASK)
-    from asyncq.api import describe  # imports Flask: only when there is a task to show
-
     view = describe(task_id, record)
     if as_json:
         click.echo(json.dumps(view, indent=2))

@@ -34,10 +34,13 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, url
 from werkzeug.exceptions import HTTPException
 
 from asyncq import states
+from asyncq.api.dashboard import PUBLIC_ENDPOINTS, monitor_routes
+from asyncq.api.errors import error
+from asyncq.api.openapi import describe_api
 from asyncq.app import AsyncQ
-from asyncq.dashboard import PUBLIC_ENDPOINTS, monitor_routes
 from asyncq.exceptions import ConfigurationError, EncodeError
-from asyncq.openapi import describe_api
+from asyncq.loader import find_app
+from asyncq.monitor import describe
 from asyncq.outage import REDIS_DOWN
 from asyncq.serialization import loads
 
@@ -62,8 +65,6 @@ def create_app(celery: AsyncQ, routes: Mapping[str, str] | None = None) -> Flask
 
 def from_env() -> Flask:
     """For ``gunicorn 'asyncq.api:from_env()'``: the app named by $ASYNCQ_APP (as in ``-A``)."""
-    from asyncq.cli import find_app
-
     return create_app(find_app(os.environ["ASYNCQ_APP"]))
 
 
@@ -121,10 +122,6 @@ def queue_app() -> AsyncQ:
     return current_app.extensions["asyncq"]
 
 
-def error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
-    return jsonify({"error": message, "status": status, **extra}), status
-
-
 def install_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -148,37 +145,6 @@ def install_error_handlers(app: Flask) -> None:
         current_app.logger.error("Redis refused the credentials in the broker URL: %s", exc)
         return error(503, "the queue's Redis server refused this server's credentials; "
                           "the operator must fix the password in the broker URL")
-
-
-# -- the record as JSON -----------------------------------------------------
-def describe(task_id: str, record: Mapping[str, str]) -> dict[str, Any]:
-    """What the REST API says of a task: its state and, by state, result, error or meta."""
-    state = record.get("status", states.UNKNOWN)
-    view: dict[str, Any] = {"task_id": task_id, "task": record.get("task"), "state": state}
-    if state == states.SUCCESS:
-        view["result"] = loads(record.get("result"))
-    elif "exc_type" in record:
-        view["error"] = {"type": record["exc_type"], "message": record.get("exc_message", ""),
-                         "traceback": record.get("traceback", "")}
-    if "meta" in record:
-        view["meta"] = loads(record["meta"])
-    for field in ("queue", "worker", "submitted_at", "started_at", "finished_at", "runtime",
-                  "redeliveries", "retries"):
-        if field in record:
-            view[field] = record[field]
-    view.update(call_of(record))
-    return view
-
-
-def call_of(record: Mapping[str, str]) -> dict[str, Any]:
-    """The task's args and kwargs, kept in the record when ``result_extended`` is on."""
-    try:
-        call = json.loads(record["call"]) if "call" in record else None
-    except ValueError:
-        return {}
-    if not isinstance(call, dict):
-        return {}
-    return {key: call[key] for key in ("args", "kwargs") if key in call}
 
 
 # -- generic routes ---------------------------------------------------------

@@ -1,0 +1,44 @@
+"""Finding an app from the ``-A`` option, as Celery's command line does."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from asyncq.app import AsyncQ
+
+
+class AppNotFound(LookupError):
+    """The module loads, but what ``-A`` names in it is not an asyncq app."""
+
+
+def find_app(spec: str) -> AsyncQ:
+    """Load an app the way Celery's ``-A`` does: ``pkg.module``, ``pkg.module.attr`` or
+    ``pkg.module:attr``; a bare module is searched for an ``app`` or ``celery`` attribute."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like Celery: -A finds modules in this folder
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        try:
+            module = importlib.import_module(spec)
+        except ModuleNotFoundError as exc:
+            if exc.name != spec or "." not in spec:
+                raise
+            module_name, _, attr = spec.rpartition(".")
+        else:
+            return _app_in(module, spec)
+    found = getattr(importlib.import_module(module_name), attr, None)
+    if not isinstance(found, AsyncQ):
+        raise AppNotFound(f"{spec!r} is not an asyncq app (found {type(found).__name__})")
+    return found
+
+
+def _app_in(module: object, spec: str) -> AsyncQ:
+    for name in ("app", "celery"):
+        if isinstance(getattr(module, name, None), AsyncQ):
+            return getattr(module, name)
+    apps = [value for value in vars(module).values() if isinstance(value, AsyncQ)]
+    if len(apps) == 1:
+        return apps[0]
+    raise AppNotFound(f"no asyncq app found in module {spec!r}; name it as {spec}.app")

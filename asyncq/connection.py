@@ -302,7 +302,8 @@ def _sentinel_master(target: TopologyURL, options: dict[str, Any]) -> redis.Redi
         sentinel_options["ssl"] = options["ssl"] = True
     options.setdefault("retry", sentinel_master_retry())
     sentinel = Sentinel(target.hosts, sentinel_kwargs=sentinel_options)
-    return sentinel.master_for(target.service_name, **options)
+    master: redis.Redis = sentinel.master_for(target.service_name, **options)
+    return master
 
 
 def _cluster(target: TopologyURL, options: dict[str, Any]) -> RedisCluster:

@@ -88,6 +88,7 @@ def rebuild_exception(type_name: str, message: str) -> BaseException:
             return cls(message)
         except Exception:
             pass
-    stand_in = type(qualname.rsplit(".", 1)[-1] or "RemoteError", (RemoteError,), {})
+    stand_in: type[RemoteError] = type(qualname.rsplit(".", 1)[-1] or "RemoteError",
+                                       (RemoteError,), {})
     stand_in.__module__ = module_name or "builtins"
     return stand_in(message)

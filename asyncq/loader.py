@@ -36,8 +36,9 @@ def find_app(spec: str) -> AsyncQ:
 
 def _app_in(module: object, spec: str) -> AsyncQ:
     for name in ("app", "celery"):
-        if isinstance(getattr(module, name, None), AsyncQ):
-            return getattr(module, name)
+        found = getattr(module, name, None)
+        if isinstance(found, AsyncQ):
+            return found
     apps = [value for value in vars(module).values() if isinstance(value, AsyncQ)]
     if len(apps) == 1:
         return apps[0]

@@ -119,7 +119,9 @@ def unauthorized(message: str, challenge: str) -> tuple[Response, int]:
 
 
 def queue_app() -> AsyncQ:
-    return current_app.extensions["asyncq"]
+    """The asyncq app this Flask app serves (set by create_app)."""
+    app: AsyncQ = current_app.extensions["asyncq"]
+    return app
 
 
 def install_error_handlers(app: Flask) -> None:

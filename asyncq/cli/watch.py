@@ -288,7 +288,7 @@ def follow_task(app: AsyncQ, task_id: str, timeout: float | None,
     no record (ignore_result).
     """
     broker = app.broker
-    channel = broker.client.pubsub(ignore_subscribe_messages=True)
+    channel = broker.waiter()  # the same kept pub/sub connection AsyncResult.get uses
     name = app.keys.done_channel(task_id)
     channel.subscribe(name)  # before the first read, so that no change is missed
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -313,7 +313,6 @@ def follow_task(app: AsyncQ, task_id: str, timeout: float | None,
                 noticed = notice["data"][len(SUCCESS_NOTICE):].decode()
     finally:
         channel.unsubscribe(name)
-        channel.close()
 
 
 def status_lines(view: Mapping[str, Any], fancy: bool = True) -> list[str]:

@@ -1,4 +1,10 @@
-"""Settings and their defaults, all in one place, under Celery's names."""
+"""Settings and their defaults, all in one place, under Celery's names.
+
+Every name Celery 5 documents is accepted: those asyncq implements are fields of
+``Settings``; the others are kept in ``Settings.not_used`` (a worker lists them once
+at start-up) and read back as set. A name neither asyncq nor Celery knows is an
+error, with the closest name suggested.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
+from asyncq.celery_settings import CELERY_SETTINGS
 from asyncq.exceptions import ConfigurationError
 
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
@@ -44,13 +51,51 @@ class Settings:
     events_max_length: int = 10_000  # events kept in the stream (approximately)
     key_prefix: str = "asyncq"  # hash tag and prefix of every Redis key
     api_max_content_length: int = 1024 * 1024  # bytes; larger REST bodies get 413
+    timezone: str = "UTC"  # how naive ETA datetimes are read (an IANA name, as in Celery)
+    enable_utc: bool = True  # accepted as in Celery; asyncq keeps every time in UTC
+    include: tuple[str, ...] = ()  # task modules a worker imports at start-up
+    imports: tuple[str, ...] = ()  # likewise (Celery's older name for the same idea)
+    task_always_eager: bool = False  # run tasks in the calling process, as apply() does
+    task_eager_propagates: bool = False  # eager: re-raise a task's exception in the caller
+    task_store_eager_result: bool = False  # eager: also store the result in Redis
+    # Celery names asyncq accepts but does not use: name -> value (listed at start-up).
+    not_used: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def update(self, values: dict[str, Any] | None = None, **more: Any) -> None:
-        for name, value in {**(values or {}), **more}.items():
-            setattr(self, name, _checked(name, value))
+    def update(self, values: Any = None, **more: Any) -> None:
+        for name, value in {**dict(values or {}), **more}.items():
+            setattr(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name not in _FIELDS and name in CELERY_SETTINGS:
+            self.not_used[name] = value
+            return
         super().__setattr__(name, _checked(name, value))
+
+    def __getattr__(self, name: str) -> Any:
+        """A Celery setting asyncq does not use reads back as set (None if never set)."""
+        if name in CELERY_SETTINGS:
+            return self.__dict__.get("not_used", {}).get(name)
+        raise AttributeError(f"no setting {name!r}")
+
+    # Celery's app.conf is also a mapping.
+    def __getitem__(self, name: str) -> Any:
+        if name not in _FIELDS and name not in CELERY_SETTINGS:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        setattr(self, name, value)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in _FIELDS or name in self.not_used)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in self else default
+
+    def setdefault(self, name: str, value: Any) -> Any:
+        if name not in self or (name in _FIELDS and getattr(self, name) == _default(name)):
+            self[name] = value
+        return self[name]
 
     @property
     def broker(self) -> str:
@@ -60,20 +105,30 @@ class Settings:
 _FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
 
 
+def _default(name: str) -> Any:
+    field = _FIELDS[name]
+    return field.default_factory() if field.default is dataclasses.MISSING \
+        and field.default_factory is not dataclasses.MISSING else field.default
+
+
 def _checked(name: str, value: Any) -> Any:
     """Refuse unknown names (with a suggestion) and values of the wrong kind."""
     if name not in _FIELDS:
-        close = difflib.get_close_matches(name, _FIELDS, n=1)
+        close = difflib.get_close_matches(name, [*_FIELDS, *CELERY_SETTINGS], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigurationError(f"unknown setting {name!r}{hint}")
+    if name in ("include", "imports"):
+        value = (value,) if isinstance(value, str) else tuple(value or ())
     if isinstance(value, timedelta):
         value = int(value.total_seconds())
     default = _FIELDS[name].default
     expected = dict if default is dataclasses.MISSING else type(default)
+    if expected is tuple and isinstance(value, list | tuple):
+        value = tuple(value)
     if value is None and expected in (int, float):
         value = 0  # Celery writes None for "no limit"
     fits = {bool: (bool,), int: (int,), float: (int, float), str: (str,),
-            dict: (dict,)}.get(expected)
+            dict: (dict,), tuple: (tuple,)}.get(expected)
     if fits and (not isinstance(value, fits) or (expected is not bool and isinstance(value, bool))):
         raise ConfigurationError(f"{name}={value!r}: expected a {expected.__name__}")
     if name in ("task_serializer", "result_serializer") and value != "json":

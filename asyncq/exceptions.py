@@ -60,6 +60,46 @@ class TaskRevokedError(AsyncQError):
     """The task was revoked (or expired) before it could finish."""
 
 
+class Reject(AsyncQError):
+    """Raised by a task to reject its message, as in Celery: ``requeue=False`` ends the
+    task REJECTED and keeps the message as a dead letter; ``requeue=True`` puts the
+    message back on its queue."""
+
+    def __init__(self, reason: object = None, requeue: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.requeue = requeue
+
+
+class Ignore(AsyncQError):
+    """Raised by a task so that the worker stores no state for it (it keeps whatever
+    state the task set itself, e.g. with ``update_state``)."""
+
+
+class QueueNotFound(AsyncQError, KeyError):
+    """A task was routed to a queue the app does not know."""
+
+
+class ImproperlyConfigured(ConfigurationError):
+    """Celery's name for a configuration error."""
+
+
+class CeleryError(AsyncQError):
+    """Celery's base class name, for code that catches it."""
+
+
+class TaskError(AsyncQError):
+    """Celery's base class of task errors."""
+
+
+class InvalidTaskError(AsyncQError):
+    """A message that is not a task asyncq can run (it is dead-lettered)."""
+
+
+class ChordError(AsyncQError):
+    """A member of a chord failed, so its body cannot run."""
+
+
 class RemoteError(AsyncQError):
     """Stands for a task's exception whose class this process cannot find."""
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from asyncq import states
 from asyncq.broker import Message, registration
 from asyncq.events import SLICE
-from asyncq.serialization import loads
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -229,16 +228,17 @@ def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, str]:
 
 def describe(task_id: str, record: Mapping[str, str]) -> dict[str, Any]:
     """A task as the REST API and ``asyncq status --json`` show it: its state and, by
-    state, its result, error or meta."""
+    state, its result, error or meta. Values stay as JSON has them (a datetime result
+    shows as its tagged object), so the view can be written out as JSON again."""
     state = record.get("status", states.UNKNOWN)
     view: dict[str, Any] = {"task_id": task_id, "task": record.get("task"), "state": state}
     if state == states.SUCCESS:
-        view["result"] = loads(record.get("result"))
+        view["result"] = _json(record.get("result"))
     elif "exc_type" in record:
         view["error"] = {"type": record["exc_type"], "message": record.get("exc_message", ""),
                          "traceback": record.get("traceback", "")}
     if "meta" in record:
-        view["meta"] = loads(record["meta"])
+        view["meta"] = _json(record["meta"])
     for name in ("queue", "worker", "submitted_at", "started_at", "finished_at", "runtime",
                  "redeliveries", "retries"):
         if name in record:
@@ -256,3 +256,7 @@ def call_of(record: Mapping[str, str]) -> dict[str, Any]:
     if not isinstance(call, dict):
         return {}
     return {key: call[key] for key in ("args", "kwargs") if key in call}
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

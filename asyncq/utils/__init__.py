@@ -1,0 +1,1 @@
+"""Small helpers under the import paths Celery gives them (``celery.utils.log``)."""

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import importlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from types import ModuleType
 from typing import Any, TypeVar, overload
 
 import redis
 from redis.cluster import RedisCluster
 
 from asyncq.broker import Broker
+from asyncq.celery_settings import CELERY_SETTINGS, OLD_NAMES
 from asyncq.config import Settings
 from asyncq.connection import redis_from_url
-from asyncq.current import set_current_app
+from asyncq.current import all_apps, current_app, set_current_app
 from asyncq.exceptions import ConfigurationError, NotRegistered
 from asyncq.keys import PRIORITIES, Keys
 from asyncq.message import MAX_ID_BYTES, as_timestamp, encode_message, new_task_id
 from asyncq.result import AsyncResult
+from asyncq.signals import Signal, import_modules
 from asyncq.task import Task
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Functions decorated with @shared_task: (function, options), registered with every app.
+_shared_tasks: list[tuple[Callable[..., Any], dict[str, Any]]] = []
 
 
 class AsyncQ:
@@ -42,7 +50,15 @@ class AsyncQ:
             self.conf.result_backend = backend
         self.tasks: dict[str, Task] = {}
         self._broker: Broker | None = None
+        self._autodiscover: list[tuple[Callable[[], Iterable[str]], str]] = []
+        self.configured = self.finalized = False
+        # Celery's app signals: sender is the app.
+        self.on_configure = Signal("app.on_configure")
+        self.on_after_configure = Signal("app.on_after_configure")
+        self.on_after_finalize = Signal("app.on_after_finalize")
         set_current_app(self)
+        for function, options in _shared_tasks:
+            self.task(**options)(function)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.main}:{id(self):#x}>"
@@ -88,6 +104,61 @@ class AsyncQ:
         self.broker.enqueue(task_id, name, queue, message, eta=due, priority=priority or 0,
                             fresh=fresh)
         return AsyncResult(task_id, app=self, task_name=name)
+
+    # -- configuration, as Celery loads it -------------------------------------
+    def config_from_object(self, obj: object | str, silent: bool = False, force: bool = False,
+                           namespace: str | None = None) -> None:
+        """Settings from an object or a module (or its name: ``'celeryconfig'``,
+        ``'proj.settings:Config'``). With ``namespace='CELERY'`` only names starting
+        ``CELERY_`` count (``CELERY_BROKER_URL`` sets broker_url), as with Django."""
+        if isinstance(obj, str):
+            try:
+                obj = symbol_by_name(obj)
+            except ImportError:
+                if silent:
+                    return
+                raise
+        self.conf.update(settings_in(obj, namespace))
+
+    def autodiscover_tasks(self, packages: Iterable[str] | Callable[[], Iterable[str]] = (),
+                           related_name: str = "tasks", force: bool = False) -> None:
+        """Import ``<package>.tasks`` for each package when the worker starts (now, with
+        ``force``); a package without that module is skipped, as in Celery."""
+        listed = packages if callable(packages) else (lambda: list(packages))
+        self._autodiscover.append((listed, related_name))
+        if force:
+            self._discover(listed, related_name)
+
+    def _discover(self, packages: Callable[[], Iterable[str]], related_name: str) -> None:
+        for package in packages():
+            name = f"{package}.{related_name}" if related_name else package
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name not in (name, package):
+                    raise  # the tasks module exists but imports something missing
+
+    def import_task_modules(self) -> None:
+        """What a worker imports at start-up: ``imports``, ``include``, then the
+        autodiscovered packages (Celery's loader.import_default_modules)."""
+        import_modules.send(sender=self)
+        for name in (*self.conf.imports, *self.conf.include):
+            importlib.import_module(name)
+        for packages, related_name in self._autodiscover:
+            self._discover(packages, related_name)
+        self.finalize()
+
+    def finalize(self) -> None:
+        """Fire the app signals once each, as Celery does when it first uses the app:
+        on_configure, on_after_configure (a place for ``add_periodic_task``), and
+        on_after_finalize."""
+        if not self.configured:
+            self.configured = True
+            self.on_configure.send(sender=self)
+            self.on_after_configure.send(sender=self, source=self.conf)
+        if not self.finalized:
+            self.finalized = True
+            self.on_after_finalize.send(sender=self)
 
     def route(self, name: str) -> str:
         """The queue for a task: ``task_routes`` (by name or glob), else the task's own
@@ -137,3 +208,85 @@ class AsyncQ:
 
 
 Celery = AsyncQ
+
+
+def symbol_by_name(name: str) -> Any:
+    """``'module'``, ``'module:attr'`` or ``'module.attr'`` as the object it names."""
+    module_name, colon, attr = name.partition(":")
+    if not colon:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name or "." not in name:
+                raise
+            module_name, _, attr = name.rpartition(".")
+    found = importlib.import_module(module_name)
+    for part in attr.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise ImportError(f"{module_name!r} has no attribute {attr!r}") from None
+    return found
+
+
+def settings_in(obj: object, namespace: str | None = None) -> dict[str, Any]:
+    """The settings an object or module holds, by asyncq's (Celery's) names.
+
+    Other attributes (imports, helpers) are left alone, except a lower-case name very
+    close to a setting's, which is surely a misspelt one and is an error."""
+    known = set(Settings.__dataclass_fields__) | CELERY_SETTINGS
+    values: dict[str, Any] = {}
+    prefix = f"{namespace}_" if namespace else ""
+    for key in dir(obj):
+        if key.startswith("_") or (prefix and not key.startswith(prefix)):
+            continue
+        name = setting_name(key.removeprefix(prefix), known)
+        if name:
+            values[name] = getattr(obj, key)
+        elif key.islower() and not isinstance(getattr(obj, key), ModuleType):
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+            if close:
+                raise ConfigurationError(f"unknown setting {key!r}; did you mean {close[0]!r}?")
+    return values
+
+
+def setting_name(key: str, known: set[str] | frozenset[str]) -> str | None:
+    """``broker_url``, ``BROKER_URL`` or an old Celery 3 name as a setting name."""
+    if key in known:
+        return key
+    if key.isupper():
+        name = OLD_NAMES.get(key, key.lower())
+        return name if name in known else None
+    return None
+
+
+def shared_task(fun: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """A task for any app (Celery's ``@shared_task``): registered with every app made,
+    before or after; calling it uses the current app's copy."""
+    def register(function: Callable[..., Any]) -> SharedTask:
+        _shared_tasks.append((function, options))
+        for app in all_apps():
+            app.task(**options)(function)
+        return SharedTask(options.get("name") or f"{function.__module__}.{function.__qualname__}")
+
+    return register(fun) if fun is not None else register
+
+
+class SharedTask:
+    """Stands for a shared task: every use goes to the current app's task of that name."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def _task(self) -> Task:
+        return current_app().registered(self.name)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._task(), attr)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._task()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<@shared_task: {self.name}>"
+

@@ -25,3 +25,8 @@ def current_app() -> AsyncQ:
 def set_current_app(app: AsyncQ) -> None:
     """Called by every new app: it becomes the current one."""
     _apps.append(app)
+
+
+def all_apps() -> list[AsyncQ]:
+    """Every app made so far, oldest first (``@shared_task`` registers with each)."""
+    return list(_apps)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from types import ModuleType
 
 from asyncq.app import AsyncQ
 
@@ -34,12 +35,29 @@ def find_app(spec: str) -> AsyncQ:
     return found
 
 
-def _app_in(module: object, spec: str) -> AsyncQ:
+def _app_in(module: ModuleType, spec: str) -> AsyncQ:
+    """Celery's search: an ``app`` or ``celery`` attribute, the module's only app, then
+    the same in its ``celery`` submodule (the ``proj/celery.py`` layout)."""
+    found = _named_or_only_app(module)
+    if found is None and hasattr(module, "__path__"):  # a package: try proj.celery
+        submodule = f"{module.__name__}.celery"
+        try:
+            found = _named_or_only_app(importlib.import_module(submodule))
+        except ModuleNotFoundError as exc:
+            if exc.name != submodule:
+                raise
+    if found is None:
+        raise AppNotFound(f"no asyncq app found in module {spec!r}; name it as {spec}.app "
+                          f"or put it in {spec}/celery.py")
+    return found
+
+
+def _named_or_only_app(module: ModuleType, look_inside: bool = True) -> AsyncQ | None:
     for name in ("app", "celery"):
         found = getattr(module, name, None)
+        if isinstance(found, ModuleType):  # proj.celery, once imported
+            found = _named_or_only_app(found, look_inside=False) if look_inside else None
         if isinstance(found, AsyncQ):
             return found
-    apps = [value for value in vars(module).values() if isinstance(value, AsyncQ)]
-    if len(apps) == 1:
-        return apps[0]
-    raise AppNotFound(f"no asyncq app found in module {spec!r}; name it as {spec}.app")
+    apps = {id(value): value for value in vars(module).values() if isinstance(value, AsyncQ)}
+    return next(iter(apps.values())) if len(apps) == 1 else None

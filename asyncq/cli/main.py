@@ -167,6 +167,11 @@ def worker(ctx: click.Context, concurrency: int | None, queues: str, hostname: s
     """Start a prefork worker: a supervisor and --concurrency children."""
     logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
     app = load(ctx)
+    app.import_task_modules()  # include, imports, autodiscovered packages
+    if app.conf.not_used:
+        unused = ", ".join(sorted(app.conf.not_used))
+        logging.getLogger("asyncq.worker").warning(
+            "not used by asyncq: %s (see docs/from-celery.md)", unused)
     if task_events is not None:
         app.conf.worker_send_task_events = task_events
         app.reset_connection()

@@ -25,7 +25,7 @@ from asyncq.keys import PRIORITIES, Keys
 from asyncq.message import MAX_ID_BYTES, as_timestamp, encode_message, new_task_id
 from asyncq.result import AsyncResult
 from asyncq.signals import Signal, import_modules
-from asyncq.task import Task
+from asyncq.task import Task as BaseTask
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,8 +48,9 @@ class AsyncQ:
             self.conf.broker_url = broker
         if backend:
             self.conf.result_backend = backend
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, BaseTask] = {}
         self._broker: Broker | None = None
+        self._task_class: type[BaseTask] | None = None
         self._autodiscover: list[tuple[Callable[[], Iterable[str]], str]] = []
         self.configured = self.finalized = False
         # Celery's app signals: sender is the app.
@@ -65,20 +66,37 @@ class AsyncQ:
 
     # -- tasks --------------------------------------------------------------
     @overload
-    def task(self, fun: F) -> Task: ...
+    def task(self, fun: F) -> BaseTask: ...
     @overload
-    def task(self, fun: None = None, **options: Any) -> Callable[[F], Task]: ...
+    def task(self, fun: None = None, **options: Any) -> Callable[[F], BaseTask]: ...
 
     def task(self, fun: Callable[..., Any] | None = None,
-             **options: Any) -> Task | Callable[[Callable[..., Any]], Task]:
+             **options: Any) -> BaseTask | Callable[[Callable[..., Any]], BaseTask]:
         """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
 
-        def register(function: Callable[..., Any]) -> Task:
-            task = Task(self, function, **options)
-            self.tasks[task.name] = task
-            return task
+        base: type[BaseTask] = options.pop("base", None) or self.Task
+
+        def register(function: Callable[..., Any]) -> BaseTask:
+            return self.register_task(base(self, function, **options))
 
         return register(fun) if fun is not None else register
+
+    @property
+    def Task(self) -> type[BaseTask]:
+        """The base class of this app's tasks (Celery's ``app.Task``): subclass it for
+        hooks shared by several tasks, then ``@app.task(base=MyTask)``."""
+        if self._task_class is None:
+            self._task_class = type("Task", (BaseTask,), {"app": self, "__module__": __name__})
+        return self._task_class
+
+    def register_task(self, task: BaseTask | type[BaseTask]) -> BaseTask:
+        """Register a task instance (a class-based task: a Task subclass with ``run``)."""
+        if isinstance(task, type):
+            task = task()
+        if "app" not in vars(task) and not hasattr(type(task), "app"):
+            task.app = self
+        self.tasks[task.name] = task
+        return task
 
     def send_task(self, name: str, args: Any = None, kwargs: dict[str, Any] | None = None, *,
                   task_id: str | None = None, queue: str | None = None,
@@ -172,7 +190,7 @@ class AsyncQ:
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self)
 
-    def registered(self, name: str) -> Task:
+    def registered(self, name: str) -> BaseTask:
         try:
             return self.tasks[name]
         except KeyError:
@@ -278,7 +296,7 @@ class SharedTask:
     def __init__(self, name: str):
         self.name = name
 
-    def _task(self) -> Task:
+    def _task(self) -> BaseTask:
         return current_app().registered(self.name)
 
     def __getattr__(self, attr: str) -> Any:

@@ -57,7 +57,6 @@ class Settings:
     imports: tuple[str, ...] = ()  # likewise (Celery's older name for the same idea)
     task_always_eager: bool = False  # run tasks in the calling process, as apply() does
     task_eager_propagates: bool = False  # eager: re-raise a task's exception in the caller
-    task_store_eager_result: bool = False  # eager: also store the result in Redis
     # Celery names asyncq accepts but does not use: name -> value (listed at start-up).
     not_used: dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -119,6 +119,62 @@ class AsyncResult:
             channel.unsubscribe(name)
 
 
+class EagerResult(AsyncResult):
+    """The outcome of a task run in the calling process (``apply()``, or
+    ``task_always_eager``): already final, kept in memory, never in Redis."""
+
+    def __init__(self, id: str, ret_value: Any, state: str, traceback: str | None = None,
+                 name: str | None = None):
+        self.id = self.task_id = id
+        self.task_name = name
+        self._value = ret_value
+        self._state = state
+        self._traceback = traceback
+
+    def __repr__(self) -> str:
+        return f"<EagerResult: {self.id}>"
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        return self._value
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._traceback
+
+    def ready(self) -> bool:
+        return True
+
+    def successful(self) -> bool:
+        return self._state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self._state == states.FAILURE
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float | None = None) -> Any:
+        if propagate and isinstance(self._value, BaseException) and \
+                self._state in states.PROPAGATE_STATES:
+            raise self._value
+        return self._value
+
+    wait = get
+
+    def forget(self) -> None:
+        """Nothing to forget: an eager result was never stored."""
+
+    def revoke(self, terminate: bool = False) -> bool:
+        return False
+
+
 def revoked_fields(reason: str, terminate: bool = False) -> dict[str, str]:
     """The record fields of a REVOKED task; ``terminate`` asks its worker to kill it."""
     fields = {"status": states.REVOKED, "exc_type": "asyncq.exceptions.TaskRevokedError",

@@ -13,6 +13,13 @@ FAILURE = "FAILURE"  # raised, or its worker was lost; the error is stored
 RETRY = "RETRY"  # waiting to be tried again
 REVOKED = "REVOKED"  # cancelled before it could finish
 UNKNOWN = "UNKNOWN"  # no record: never submitted, expired, or forgotten
+REJECTED = "REJECTED"  # the task raised Reject(requeue=False): its message is a dead letter
+IGNORED = "IGNORED"  # the task raised Ignore: no state stored for it (eager results only)
+RECEIVED = "RECEIVED"  # Celery's state for a message a worker took; asyncq shows PENDING
 
 READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
-ALL_STATES = frozenset({PENDING, STARTED, SUCCESS, FAILURE, RETRY, REVOKED})
+UNREADY_STATES = frozenset({PENDING, RECEIVED, STARTED, RETRY})
+EXCEPTION_STATES = frozenset({RETRY, FAILURE, REVOKED})
+PROPAGATE_STATES = frozenset({FAILURE, REVOKED})
+ALL_STATES = frozenset({PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED,
+                        REJECTED})

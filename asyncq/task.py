@@ -2,124 +2,207 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import random
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MethodType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from asyncq import canvas
-from asyncq.exceptions import ConfigurationError, MaxRetriesExceededError, Retry
-from asyncq.message import as_timestamp
-from asyncq.result import AsyncResult
+from asyncq import canvas, signals, states
+from asyncq.exceptions import ConfigurationError, Ignore, MaxRetriesExceededError, Retry
+from asyncq.message import as_timestamp, new_task_id
+from asyncq.result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
     from asyncq.canvas import Signature
 
-# Options ``@app.task(...)`` accepts; None means "use the app's setting".
-TASK_OPTIONS: dict[str, Any] = {
-    "name": None,  # registered name; default "module.function"
-    "bind": False,  # pass the task itself as the first argument (``self``)
-    "acks_late": None,  # default: the app's task_acks_late
-    "ignore_result": None,  # default: the app's task_ignore_result
-    "track_started": None,  # default: the app's task_track_started
-    "queue": None,  # default: the app's task_default_queue
-    "max_retries": 3,  # tries after the first; None = no limit
-    "default_retry_delay": 180,  # seconds before a retry that names no countdown
-    "autoretry_for": (),  # exception classes that retry the task by themselves
-    "retry_backoff": False,  # True or a base in seconds: exponential delays for autoretry
-    "retry_backoff_max": 600,  # cap of those delays, in seconds
-    "retry_jitter": True,  # draw each delay at random between 0 and its cap
-    "time_limit": None,  # seconds; default: the app's task_time_limit
-    "soft_time_limit": None,  # seconds; default: the app's task_soft_time_limit
+class FromConf:
+    """A task attribute that follows an app setting unless the task class, the
+    decorator or the instance sets it (Celery resolves these from the app's conf)."""
+
+    def __init__(self, setting: str, convert: Callable[[Any], Any] = lambda value: value):
+        self.setting = setting
+        self.convert = convert
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, task: Task | None, owner: type) -> Any:
+        if task is None:
+            return self
+        return self.convert(getattr(task.app.conf, self.setting))
+
+
+# What ``@app.task(...)`` and a Task subclass may set, as in Celery. Those asyncq has no
+# use for are accepted for Celery code and listed in docs/from-celery.md.
+HONOURED_OPTIONS = {
+    "name", "bind", "typing", "max_retries", "default_retry_delay", "autoretry_for",
+    "dont_autoretry_for", "retry_kwargs", "retry_backoff", "retry_backoff_max", "retry_jitter",
+    "ignore_result", "store_errors_even_if_ignored", "acks_late", "track_started",
+    "time_limit", "soft_time_limit", "queue", "expires", "priority", "serializer", "throws",
 }
-
-
-@dataclass
-class Request:
-    """What a bound task sees as ``self.request`` while it runs."""
-
-    id: str | None = None
-    args: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    hostname: str | None = None
-    delivery_info: dict[str, Any] = field(default_factory=dict)
-    called_directly: bool = True
+NOT_USED_OPTIONS = {
+    "trail", "send_events", "resultrepr_maxsize", "abstract", "shadow_name", "routing_key",
+    "exchange", "acks_on_failure_or_timeout", "reject_on_worker_lost", "compression",
+    "pydantic", "pydantic_strict", "pydantic_context", "pydantic_dump_kwargs", "lazy",
+    "rate_limit", "request_stack",
+}
 
 
 def check_options(options: dict[str, Any]) -> dict[str, Any]:
     """Accept Celery's ``task_`` spelling too (the tutorial writes ``task_acks_late=True``)."""
+    known = HONOURED_OPTIONS | NOT_USED_OPTIONS
     checked = {}
     for key, value in options.items():
-        name = key.removeprefix("task_") if key.removeprefix("task_") in TASK_OPTIONS else key
-        if name not in TASK_OPTIONS:
-            raise ConfigurationError(f"unknown task option {key!r}; known: {sorted(TASK_OPTIONS)}")
+        name = key.removeprefix("task_") if key.removeprefix("task_") in known else key
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(f"unknown task option {key!r}{hint}")
+        if name == "serializer" and value != "json":
+            raise ConfigurationError(f"serializer={value!r}: asyncq speaks JSON only")
         checked[name] = value
     return checked
 
 
-class Task:
-    """A function registered with an app; call it inline, or queue it with ``delay``."""
+@dataclass
+class Request:
+    """What a task sees as ``self.request`` while it runs (Celery's field names)."""
 
-    def __init__(self, app: AsyncQ, fun: Callable[..., Any], **options: Any):
-        self.app = app
-        self.run = fun
-        self.options = {**TASK_OPTIONS, **check_options(options)}
-        self.name: str = self.options["name"] or f"{fun.__module__}.{fun.__qualname__}"
-        self.bind: bool = bool(self.options["bind"])
+    id: str | None = None
+    task: str | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    is_eager: bool = False
+    eta: str | None = None
+    expires: str | None = None
+    hostname: str | None = None
+    delivery_info: dict[str, Any] = field(default_factory=dict)
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    called_directly: bool = True
+    timelimit: tuple[float | None, float | None] = (None, None)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name, default)
+
+
+class Task:
+    """Celery's Task: the decorator makes one per function; subclass it (``app.Task``,
+    ``@app.task(base=...)``) for shared hooks, or define ``run`` for a class-based task
+    registered with ``app.register_task``.
+
+    Hooks the worker calls, as in Celery: ``before_start``, ``on_success``,
+    ``on_retry``, ``on_failure`` and ``after_return``.
+    """
+
+    name: str = ""  # registered name; default "module.function"
+    app: AsyncQ
+    bind = False  # pass the task itself as the first argument (``self``)
+    typing = True  # check the arguments against run's signature when the task is sent
+    max_retries: int | None = 3  # tries after the first; None = no limit
+    default_retry_delay: float = 180  # seconds before a retry that names no countdown
+    autoretry_for: tuple[type[BaseException], ...] = ()  # exceptions that retry by themselves
+    dont_autoretry_for: tuple[type[BaseException], ...] = ()  # ... except these
+    retry_kwargs: dict[str, Any] = {}
+    retry_backoff: bool | float = False  # True or a base in seconds: exponential delays
+    retry_backoff_max: float = 600  # cap of those delays, in seconds
+    retry_jitter = True  # draw each delay at random between 0 and its cap
+    throws: tuple[type[BaseException], ...] = ()  # expected errors: logged without traceback
+    serializer = "json"  # the only one
+    expires: float | datetime | None = None  # default expiry of each call
+    priority: int | None = None  # default priority of each call
+    ignore_result = FromConf("task_ignore_result", bool)
+    store_errors_even_if_ignored = FromConf("task_store_errors_even_if_ignored", bool)
+    acks_late = FromConf("task_acks_late", bool)
+    track_started = FromConf("task_track_started", bool)
+    queue = FromConf("task_default_queue", str)
+    time_limit = FromConf("task_time_limit", lambda value: float(value or 0))
+    soft_time_limit = FromConf("task_soft_time_limit", lambda value: float(value or 0))
+
+    def __init__(self, app: AsyncQ | None = None, fun: Callable[..., Any] | None = None,
+                 **options: Any):
+        if app is not None:
+            self.app = app
+        for option, value in check_options(options).items():
+            if option in ("autoretry_for", "dont_autoretry_for", "throws"):
+                value = tuple(value or ())
+            if value is not None or option in ("max_retries", "expires", "priority"):
+                setattr(self, option, value)
+        if fun is not None:
+            self.run = MethodType(fun, self) if self.bind else fun  # type: ignore[method-assign]
+            self.__doc__ = fun.__doc__
+            self.__wrapped__ = fun
+            self.name = self.name or f"{fun.__module__}.{fun.__qualname__}"
+        if not self.name:
+            self.name = f"{type(self).__module__}.{type(self).__qualname__}"
         self._requests: list[Request] = []
-        self.__doc__ = fun.__doc__
-        self.__wrapped__ = fun
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """The task's body: the decorated function, or a subclass's own ``run``."""
+        raise NotImplementedError(f"task {self.name!r} defines no run()")
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
-
-    def _setting(self, option: str, setting: str) -> Any:
-        value = self.options[option]
-        return getattr(self.app.conf, setting) if value is None else value
-
-    @property
-    def acks_late(self) -> bool:
-        return bool(self._setting("acks_late", "task_acks_late"))
-
-    @property
-    def ignore_result(self) -> bool:
-        return bool(self._setting("ignore_result", "task_ignore_result"))
-
-    @property
-    def track_started(self) -> bool:
-        return bool(self._setting("track_started", "task_track_started"))
-
-    @property
-    def queue(self) -> str:
-        return str(self._setting("queue", "task_default_queue"))
-
-    @property
-    def time_limit(self) -> float:
-        return float(self._setting("time_limit", "task_time_limit") or 0)
-
-    @property
-    def soft_time_limit(self) -> float:
-        return float(self._setting("soft_time_limit", "task_soft_time_limit") or 0)
 
     @property
     def request(self) -> Request:
         return self._requests[-1] if self._requests else Request()
 
+    # -- hooks (override in a subclass) --------------------------------------
+    def before_start(self, task_id: str, args: Any, kwargs: dict[str, Any]) -> None:
+        """Called in the worker just before the task runs."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: dict[str, Any]) -> None:
+        """Called in the worker when the task returned."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: dict[str, Any],
+                 einfo: Any) -> None:
+        """Called in the worker when the task is to be retried."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: dict[str, Any],
+                   einfo: Any) -> None:
+        """Called in the worker when the task failed."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any,
+                     kwargs: dict[str, Any], einfo: Any) -> None:
+        """Called in the worker after the task ended, whatever the outcome."""
+
+    # -- calling -------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the function here and now, as Celery does; nothing touches Redis."""
-        return self.run_with(Request(args=list(args), kwargs=kwargs), args, kwargs)
+        """Run the body here and now, as Celery does; nothing touches Redis."""
+        return self.run_with(Request(task=self.name, args=list(args), kwargs=kwargs),
+                             args, kwargs)
 
     def run_with(self, request: Request, args: Any, kwargs: dict[str, Any]) -> Any:
         """Run with ``request`` as ``self.request``; the worker calls this."""
         self._requests.append(request)
         try:
-            return self.run(self, *args, **kwargs) if self.bind else self.run(*args, **kwargs)
+            return self.run(*args, **kwargs)
         finally:
             self._requests.pop()
+
+    def check_arguments(self, args: Any, kwargs: dict[str, Any] | None) -> None:
+        """With ``typing`` on (Celery's default), a call that ``run`` could not take is a
+        TypeError when the task is sent, not when a worker runs it."""
+        if not self.typing:
+            return
+        try:
+            signature = inspect.signature(self.run)
+        except (TypeError, ValueError):
+            return  # a builtin or C function: nothing to check against
+        try:
+            signature.bind(*(args or ()), **(kwargs or {}))
+        except TypeError as exc:
+            raise TypeError(f"{self.name}: {exc}") from None
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         return self.apply_async(args, kwargs)
@@ -136,9 +219,75 @@ class Task:
         REVOKED, if no worker has started it by then. ``priority`` 0-9: higher runs
         first within its queue.
         """
-        return self.app.send_task(self.name, args, kwargs, task_id=task_id, queue=queue,
-                                  countdown=countdown, eta=eta, expires=expires,
-                                  priority=priority)
+        self.check_arguments(args, kwargs)
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, task_id=task_id)
+        return self.app.send_task(self.name, args, kwargs, task_id=task_id,
+                                  queue=queue,
+                                  countdown=countdown, eta=eta,
+                                  expires=expires if expires is not None else self.expires,
+                                  priority=priority if priority is not None else self.priority)
+
+    # -- eager: in this process, as Celery users test their tasks ------------------
+    def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None, *,
+              task_id: str | None = None, throw: bool | None = None, retries: int = 0,
+              **options: Any) -> EagerResult:
+        """Run the task here and now as a worker would (hooks, signals, retries at once)
+        and return an EagerResult; nothing touches Redis. ``throw`` (default: the
+        setting ``task_eager_propagates``) re-raises the task's exception."""
+        task_id = task_id or new_task_id()
+        args, kwargs = list(args or ()), dict(kwargs or {})
+        throw = self.app.conf.task_eager_propagates if throw is None else throw
+        while True:
+            request = Request(id=task_id, task=self.name, args=args, kwargs=kwargs,
+                              retries=retries, is_eager=True, called_directly=False)
+            outcome = self._run_eagerly(request)
+            if outcome.state != states.RETRY:
+                break
+            retries += 1
+        if throw and isinstance(outcome.result, BaseException) and \
+                outcome.state == states.FAILURE:
+            raise outcome.result
+        return outcome
+
+    def _run_eagerly(self, request: Request) -> EagerResult:
+        """One try: state SUCCESS, FAILURE, IGNORED, or RETRY when another try is due."""
+        task_id, args, kwargs = str(request.id), request.args, request.kwargs
+        signals.task_prerun.send(sender=self, task_id=task_id, task=self, args=args,
+                                 kwargs=kwargs)
+        state, value, einfo = states.SUCCESS, None, None
+        try:
+            self.before_start(task_id, args, kwargs)
+            value = self.run_with(request, args, kwargs)
+        except Ignore:
+            state = states.IGNORED
+        except Retry as retry:
+            state, value = states.RETRY, retry
+        except Exception as exc:
+            einfo = traceback.format_exc()
+            if self.autoretries(exc) and self.next_try(request.retries, exc) is not None:
+                state, value = states.RETRY, exc
+            else:
+                state, value = states.FAILURE, exc
+        self._eager_hooks(request, state, value, einfo)
+        signals.task_postrun.send(sender=self, task_id=task_id, task=self, args=args,
+                                  kwargs=kwargs, retval=value, state=state)
+        return EagerResult(task_id, value, state, einfo, self.name)
+
+    def _eager_hooks(self, request: Request, state: str, value: Any, einfo: str | None) -> None:
+        task_id, args, kwargs = str(request.id), request.args, request.kwargs
+        if state == states.SUCCESS:
+            self.on_success(value, task_id, args, kwargs)
+            signals.task_success.send(sender=self, result=value)
+        elif state == states.RETRY:
+            self.on_retry(value, task_id, args, kwargs, einfo)
+            signals.task_retry.send(sender=self, request=request, reason=value, einfo=einfo)
+        elif state == states.FAILURE:
+            self.on_failure(value, task_id, args, kwargs, einfo)
+            signals.task_failure.send(sender=self, task_id=task_id, exception=value, args=args,
+                                      kwargs=kwargs, traceback=einfo, einfo=einfo)
+        if state != states.RETRY:
+            self.after_return(state, value, task_id, args, kwargs, einfo)
 
     # -- retries ------------------------------------------------------------
     def retry(self, exc: BaseException | None = None, countdown: float | None = None,
@@ -160,7 +309,10 @@ class Task:
                  countdown: float | None = None, eta: datetime | float | None = None,
                  max_retries: int | None = None) -> float | None:
         """When the next try is due (Unix time), or None when no tries are left."""
-        limit = self.options["max_retries"] if max_retries is None else max_retries
+        if exc is not None and self.autoretries(exc):  # Celery: retry(exc, **retry_kwargs)
+            countdown = self.retry_kwargs.get("countdown", countdown)
+            max_retries = self.retry_kwargs.get("max_retries", max_retries)
+        limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and retries >= limit:
             return None
         if eta is not None:
@@ -171,15 +323,17 @@ class Task:
 
     def backoff(self, retries: int) -> float:
         """The delay before try ``retries + 1``: fixed, or exponential, capped, jittered."""
-        base = self.options["retry_backoff"]
+        base = self.retry_backoff
         if not base:
-            return float(self.options["default_retry_delay"])
-        delay = min(float(self.options["retry_backoff_max"]), float(base) * 2 ** retries)
-        return random.uniform(0, delay) if self.options["retry_jitter"] else delay
+            return float(self.default_retry_delay)
+        delay = min(float(self.retry_backoff_max), float(base) * 2 ** retries)
+        return random.uniform(0, delay) if self.retry_jitter else delay
 
-    @property
-    def autoretry_for(self) -> tuple[type[BaseException], ...]:
-        return tuple(self.options["autoretry_for"] or ())
+    def autoretries(self, exc: BaseException) -> bool:
+        """Whether ``exc`` retries the task by itself (``autoretry_for``, less
+        ``dont_autoretry_for``)."""
+        return isinstance(exc, tuple(self.autoretry_for or ())) and \
+            not isinstance(exc, tuple(self.dont_autoretry_for or ()))
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this task with these arguments, to send later or in a canvas."""

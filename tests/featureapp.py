@@ -115,7 +115,7 @@ def where(self):
 @app.task(bind=True, name="features.img.resize")
 def resize(self, size):
     """Routed to the queue "images" by the app's task_routes."""
-    return {"size": size, **where.run(self)}
+    return {"size": size, **where.__wrapped__(self)}
 
 
 @app.task(bind=True, name="features.quiet", ignore_result=True)

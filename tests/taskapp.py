@@ -58,7 +58,7 @@ def block(self, key, seconds=30.0):
 
 @app.task(bind=True, name="tests.block_early", acks_late=False)
 def block_early(self, key, seconds=30.0):
-    return block.run(self, key, seconds)
+    return block.__wrapped__(self, key, seconds)
 
 
 @app.task(name="tests.nap", task_acks_late=True)

@@ -1,6 +1,7 @@
 """The layout holds: no import cycles (counting imports inside functions), and the core
 never imports the periphery (the REST API in ``asyncq.api``, the command line in
-``asyncq.cli``), nor the REST API the command line.
+``asyncq.cli``, the testing kit in ``asyncq.contrib``), nor the REST API the command
+line, and nothing imports the testing kit.
 
 Imports are read from the source with ``ast``, not by importing anything. Imports
 under ``if TYPE_CHECKING:`` are left out: they are for the type checker and never run.
@@ -89,11 +90,12 @@ def cycles() -> list[list[str]]:
 
 
 def wing(name: str) -> str:
-    """'api', 'cli' or 'core'. ``python -m asyncq`` (``asyncq.__main__``) is the command line."""
+    """'api', 'cli', 'contrib' or 'core'. ``python -m asyncq`` (``asyncq.__main__``) is the
+    command line."""
     if name == "asyncq.__main__":
         return "cli"
     parts = name.split(".")
-    return parts[1] if len(parts) > 1 and parts[1] in ("api", "cli") else "core"
+    return parts[1] if len(parts) > 1 and parts[1] in ("api", "cli", "contrib") else "core"
 
 
 def test_the_reader_sees_every_module_and_its_imports():
@@ -101,7 +103,7 @@ def test_the_reader_sees_every_module_and_its_imports():
     assert {"asyncq.app", "asyncq.broker", "asyncq.worker", "asyncq.api", "asyncq.cli"} <= \
         set(MODULES)
     assert "asyncq.broker" in GRAPH["asyncq.app"]
-    assert {wing(name) for name in MODULES} == {"core", "api", "cli"}
+    assert {wing(name) for name in MODULES} == {"core", "api", "cli", "contrib"}
 
 
 def test_no_module_imports_itself_back_through_others():
@@ -118,3 +120,9 @@ def test_the_rest_api_never_imports_the_command_line():
     crossing = {name: sorted(target for target in GRAPH[name] if wing(target) == "cli")
                 for name in MODULES if wing(name) == "api"}
     assert {name: targets for name, targets in crossing.items() if targets} == {}
+
+
+def test_nothing_imports_the_testing_kit():
+    importing = {name: sorted(target for target in GRAPH[name] if wing(target) == "contrib")
+                 for name in MODULES if wing(name) != "contrib"}
+    assert {name: targets for name, targets in importing.items() if targets} == {}

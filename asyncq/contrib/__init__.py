@@ -1,0 +1,1 @@
+"""Extras that build on asyncq, as in Celery: ``asyncq.contrib.pytest``."""

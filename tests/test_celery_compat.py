@@ -427,3 +427,50 @@ def test_a_celery_test_suite_runs_on_the_pytest_plugin(tmp_path, redis_url):
     # Then every test passes on a real worker
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 passed" in done.stdout, done.stdout
+
+
+# -- inspect, as `celery -A proj inspect ...` -------------------------------------------
+def test_inspect_active_reserved_scheduled_registered_stats_and_ping(
+        app, gate, start_worker, redis_url):
+    import json
+
+    from tests.conftest import run_asyncq, wait_for_progress_pid
+    from tests.taskapp import add, block
+
+    def inspect(*args: str):
+        return run_asyncq("-A", "tests.taskapp", "inspect", *args, broker_url=redis_url)
+
+    # Given no worker at all: Celery's answer and exit status 69
+    nobody = inspect("ping")
+    assert nobody.returncode == 69, nobody.stderr
+    assert "No nodes replied within time constraint" in nobody.stderr
+
+    # Given a worker running one task, and one task scheduled for later
+    worker = start_worker(concurrency=1)
+    running = block.delay(gate.key)
+    wait_for_progress_pid(running)
+    later = add.apply_async((1, 2), countdown=3600)
+    name = re.search(r"worker (\S+)", worker.output).group(1)
+
+    ping = inspect("ping")
+    assert ping.returncode == 0, ping.stderr
+    assert ping.stdout.splitlines()[:2] == [f"->  {name}: OK", "        pong"]
+    assert ping.stdout.rstrip().endswith("1 node online.")
+
+    active = json.loads(inspect("active", "--json").stdout)
+    assert [(task["id"], task["name"], task["acknowledged"]) for task in active[name]] == \
+        [(running.id, "tests.block", True)]
+    text = inspect("active").stdout
+    assert f"'id': '{running.id}'" in text and "'name': 'tests.block'" in text
+
+    assert json.loads(inspect("reserved", "--json").stdout) == {name: []}
+    assert "- empty -" in inspect("reserved").stdout
+
+    [scheduled] = json.loads(inspect("scheduled", "--json").stdout)[name]
+    assert (scheduled["request"]["id"], scheduled["request"]["args"]) == (later.id, [1, 2])
+
+    registered = json.loads(inspect("registered", "--json").stdout)[name]
+    assert "tests.add" in registered and "tests.block" in registered
+
+    stats = json.loads(inspect("stats", "--json").stdout)[name]
+    assert (stats["pid"], stats["pool"]["max-concurrency"]) == (worker.pid, 1)

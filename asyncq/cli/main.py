@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 import click
 import redis
@@ -327,7 +328,7 @@ def exit_status(state: str) -> int:
             states.REVOKED: EXIT_REVOKED}.get(state, EXIT_NOT_FINAL)
 
 
-@main.command("inspect")
+@main.group("inspect", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="The same facts as JSON, for scripts.")
 @click.pass_context
 def inspect_command(ctx: click.Context, as_json: bool) -> None:
@@ -335,12 +336,64 @@ def inspect_command(ctx: click.Context, as_json: bool) -> None:
     tasks each one runs and for how long, queue depths, scheduled and dead-letter
     counts, and tasks counted by state.
 
-    Exit status: 0; 2 usage error; 3 Redis unreachable or refusing the credentials.
+    Celery's forms work too, each answered per live worker from what it keeps in
+    Redis: inspect active | reserved | scheduled | registered | stats | ping.
+
+    Exit status: 0; 2 usage error; 3 Redis unreachable or refusing the credentials;
+    69 (as Celery) no live worker, for the Celery forms.
     """
+    ctx.meta["inspect_json"] = as_json
+    if ctx.invoked_subcommand is not None:
+        return
     app = load(ctx)
     with talking_to_redis(app):
         snapshot = Monitor(app).snapshot()
     click.echo(json.dumps(snapshot, indent=2) if as_json else watch.inspect_report(snapshot))
+
+
+EXIT_NO_NODES = 69  # Celery's "No nodes replied within time constraint" (EX_UNAVAILABLE)
+
+
+def _per_worker(ctx: click.Context, as_json: bool,
+                answer: Callable[[AsyncQ, dict[str, Any]], Any]) -> None:
+    """Celery's inspect output: ``->  worker: OK`` and each worker's answer."""
+    app = load(ctx.find_root())
+    as_json = as_json or bool(ctx.meta.get("inspect_json"))
+    with talking_to_redis(app):
+        workers = [worker for worker in Monitor(app).snapshot()["workers"] if worker["alive"]]
+        replies = {worker["id"]: answer(app, worker) for worker in workers}
+    if not replies:
+        click.echo("Error: No nodes replied within time constraint", err=True)
+        ctx.exit(EXIT_NO_NODES)
+    if as_json:
+        click.echo(json.dumps(replies, indent=2, default=str))
+        return
+    click.echo(watch.celery_inspect_text(replies))
+
+
+def _inspect_form(name: str, help_text: str,
+                  answer: Callable[[AsyncQ, dict[str, Any]], Any]) -> None:
+    @inspect_command.command(name, help=help_text)
+    @click.option("--json", "as_json", is_flag=True, help="{worker: answer} as JSON.")
+    @click.pass_context
+    def form(ctx: click.Context, as_json: bool) -> None:
+        _per_worker(ctx, as_json, answer)
+
+
+_inspect_form("active", "Tasks each worker is running.",
+              lambda app, worker: [watch.celery_request(task, worker, True)
+                                   for task in worker["active"]])
+_inspect_form("reserved", "Tasks each worker has taken but not started.",
+              lambda app, worker: [watch.celery_request(task, worker, False)
+                                   for task in worker["reserved"]])
+_inspect_form("scheduled", "Tasks waiting for their ETA in the queues each worker reads.",
+              lambda app, worker: watch.scheduled_requests(app, worker))
+_inspect_form("registered", "The tasks each worker knows.",
+              lambda app, worker: worker.get("tasks") or sorted(app.tasks))
+_inspect_form("stats", "Each worker's pid, pool, queues and tasks done.",
+              lambda app, worker: watch.celery_stats(app, worker))
+_inspect_form("ping", "Which workers are alive (their heartbeat is fresh).",
+              lambda app, worker: {"ok": "pong"})
 
 
 @main.command("status")

@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import click
 
 from asyncq import states
 from asyncq.broker import SUCCESS_NOTICE
+from asyncq.message import Message
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -169,6 +170,62 @@ def event_line(event: Mapping[str, str]) -> str:
     return GAP.join([clock(event.get("time")), paint(_STATE_OF_EVENT.get(kind, ""), kind.ljust(9)),
                      f"{event.get('name', '?')}[{event.get('id', '?')}]",
                      event.get("worker") or "-", *details])
+
+
+# -- inspect active | reserved | ... (Celery's output) ----------------------------
+def celery_request(task: Mapping[str, Any], worker: Mapping[str, Any],
+                   started: bool) -> dict[str, Any]:
+    """A held task as Celery's ``inspect active`` shows a request."""
+    return {"id": task["id"], "name": task["name"], "type": task["name"],
+            "hostname": worker["id"], "time_start": task.get("started_at"),
+            "acknowledged": started, "worker_pid": worker.get("pid"),
+            "delivery_info": {"routing_key": task.get("queue"), "redelivered": False}}
+
+
+def scheduled_requests(app: AsyncQ, worker: Mapping[str, Any],
+                       limit: int = 100) -> list[dict[str, Any]]:
+    """Messages due later in the queues ``worker`` reads, as Celery's ``inspect
+    scheduled`` shows them: asyncq keeps them in Redis, not in a worker's memory."""
+    entries = []
+    for queue in worker.get("queues", []):
+        due = app.broker.client.zrange(app.keys.scheduled(queue), 0, limit - 1, withscores=True)
+        for raw, eta in cast(list[tuple[bytes, float]], due):
+            try:
+                message = Message.decode(raw)
+            except ValueError:
+                continue
+            entries.append({"eta": eta, "priority": message.priority, "request": {
+                "id": message.id, "name": message.task, "args": message.args,
+                "kwargs": message.kwargs, "delivery_info": {"routing_key": queue}}})
+    return entries
+
+
+def celery_stats(app: AsyncQ, worker: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of Celery's ``inspect stats`` that asyncq knows."""
+    return {"pid": worker.get("pid"), "hostname": worker.get("hostname"),
+            "pool": {"implementation": "asyncq.worker:prefork",
+                     "max-concurrency": worker.get("concurrency")},
+            "queues": worker.get("queues"), "total": {"done": worker.get("done", 0)},
+            "broker": {"transport": "redis"}}
+
+
+def celery_inspect_text(replies: Mapping[str, Any]) -> str:
+    """``->  worker: OK`` then each item of its answer, and the node count."""
+    lines = []
+    for worker_id, reply in replies.items():
+        lines.append(f"->  {worker_id}: OK")
+        if isinstance(reply, dict) and reply.get("ok") == "pong":
+            lines.append("        pong")
+        elif isinstance(reply, dict):
+            lines.extend("    " + line for line in json.dumps(reply, indent=2).splitlines())
+        elif not reply:
+            lines.append("    - empty -")
+        else:
+            lines.extend(f"    * {item if isinstance(item, str) else repr(item)}"
+                         for item in reply)
+    count = len(replies)
+    lines += ["", f"{count} node{'s' if count != 1 else ''} online."]
+    return "\n".join(lines)
 
 
 # -- asyncq status --------------------------------------------------------------

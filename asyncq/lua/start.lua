@@ -14,8 +14,9 @@ local status, after = unpack(redis.call('HMGET', KEYS[1], 'status', 'after'))
 if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
   return {status, after or ''}
 end
-redis.call('HSET', KEYS[1], 'worker', ARGV[1], 'started_at', ARGV[2], 'acks_late', ARGV[4])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[5]) end
+local fields = {'worker', ARGV[1], 'started_at', ARGV[2], 'acks_late', ARGV[4]}
+if ARGV[5] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'status', ARGV[5] end
+redis.call('HSET', KEYS[1], unpack(fields))
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'call', ARGV[6]) end
 if not status then redis.call('EXPIRE', KEYS[1], ARGV[3]) end  -- else it keeps its TTL
 return false

@@ -154,7 +154,7 @@ class Broker:
     _eval = staticmethod(Script.command)
 
     # -- 1. enqueue ---------------------------------------------------------
-    _pending = Script.load("enqueue")
+    _enqueue = Script.load("enqueue")
 
     def enqueue(self, task_id: str, task: str, queue: str, message: bytes,
                 eta: float | None = None, priority: int = 0, fresh: bool = False) -> None:
@@ -179,7 +179,7 @@ class Broker:
 
     def _record_pending(self, task_id: str, task: str, queue: str, due: str,
                         fresh: bool) -> Command:
-        return self._pending.command([self.keys.task(task_id)],
+        return self._enqueue.command([self.keys.task(task_id)],
                                      [task, queue, now(), self.record_ttl, due, int(fresh)])
 
     def _announce(self, queues: Iterable[str]) -> list[Command]:
@@ -213,7 +213,7 @@ class Broker:
         return min(upcoming, default=None)
 
     # -- 2. fetch -----------------------------------------------------------
-    _take = Script.load("fetch")
+    _fetch = Script.load("fetch")
 
     def fetch(self, queues: list[str], worker_id: str, slot: int, timeout: float,
               prefetch: int = 1, share: int = 1) -> tuple[str, list[bytes]]:
@@ -231,7 +231,7 @@ class Broker:
         for queue in queues:
             inflight = self.keys.inflight(queue, worker_id, slot)
             lists = [self.keys.queue(queue, priority) for priority in reversed(PRIORITIES)]
-            taken = self._run(self._take.command([inflight, *lists], [prefetch, share]))
+            taken = self._run(self._fetch.command([inflight, *lists], [prefetch, share]))
             if isinstance(taken, int):
                 raise LeftoversHeld(inflight)
             if taken:

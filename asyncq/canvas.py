@@ -15,7 +15,7 @@ supported: each step is a plain task signature.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from asyncq.current import current_app
 from asyncq.keys import PRIORITIES
 from asyncq.message import Message, encode_body, new_task_id
 from asyncq.result import AsyncResult
+from asyncq.scripts import Command, Script
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -207,43 +208,52 @@ class GroupResult:
                       propagate=propagate) for r in self.results]
 
 
-# -- what a worker does after a step: follow-ups, stored with its result, then applied --
-@dataclass
-class FollowUps:
-    """Redis writes that come with storing one step's final state."""
-
-    push: list[tuple[str, bytes]] = field(default_factory=list)  # (list key, message)
-    fail: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (task id, fields)
-    chord_member: tuple[str, str, int, str, bytes] | None = None  # set, member, size, list, msg
+# -- what a worker does after a step: a follow-up plan, stored with its result ----
+_CHORD = Script.load("chord")  # count a chord member; the last one queues the body
 
 
-def follow_ups(app: AsyncQ, message: Message, fields: dict[str, str]) -> FollowUps | None:
-    """The chain's next step, the chord's progress, or the failures they pass on."""
+def follow_ups(app: AsyncQ, message: Message, fields: Mapping[str, str]) -> list[Command]:
+    """The plan that comes with storing a step's final state: the chain's next step,
+    the chord's progress, or the failures they pass on. The broker stores it with
+    the state and runs it before the ack, without reading it (see broker.py); so
+    it is plain JSON: commands of text and numbers."""
     chain, chord = message.body.get("chain"), message.body.get("chord")
     if not chain and not chord:
-        return None
-    after = FollowUps()
+        return []
     if fields.get("status") == states.SUCCESS:
         result = json.loads(fields["result"])
-        if chain:
-            step = dict(chain[0])
-            if not step.get("immutable"):
-                step["args"] = [result, *step["args"]]
-            if chain[1:]:
-                step["chain"] = chain[1:]
-            after.push.append((app.keys.queue(step["queue"], int(step.get("priority") or 0)),
-                               encode_body(step)))
+        plan = [_next_step(app, chain, result)] if chain else []
         if chord:
-            queue_key = app.keys.queue(chord["queue"], int(chord.get("priority") or 0))
-            after.chord_member = (app.keys.chord(chord["queue"], chord["id"]), message.id,
-                                  len(chord["gather"]), queue_key, encode_body(chord))
-    elif fields.get("status") == states.FAILURE:
+            plan.append(_count_member(app, chord, message.id))
+        return plan
+    if fields.get("status") == states.FAILURE:
         failure = {k: v for k, v in fields.items() if k != "traceback"}
         failure["exc_message"] = f"{fields.get('exc_message', '')} (in step {message.id})"
-        after.fail = [(step["id"], failure) for step in chain or []]
-        if chord:
-            after.fail.append((chord["id"], failure))
-    return after
+        rest = [*(chain or []), *([chord] if chord else [])]
+        return [app.broker.end_command(step["id"], failure) for step in rest]
+    return []
+
+
+def _next_step(app: AsyncQ, chain: list[dict[str, Any]], result: Any) -> Command:
+    """Queue a chain's next step, with the result as its first argument (unless immutable)."""
+    step = dict(chain[0])
+    if not step.get("immutable"):
+        step["args"] = [result, *step["args"]]
+    if chain[1:]:
+        step["chain"] = chain[1:]
+    return ("LPUSH", _queue_of(app, step), encode_body(step).decode())
+
+
+def _count_member(app: AsyncQ, body: dict[str, Any], member_id: str) -> Command:
+    """Count a chord member that succeeded; the one that completes the set queues the body."""
+    members = app.keys.chord(body["queue"], body["id"])
+    return _CHORD.command([members, _queue_of(app, body)],
+                          [member_id, app.broker.record_ttl, len(body["gather"]),
+                           encode_body(body).decode()])
+
+
+def _queue_of(app: AsyncQ, body: dict[str, Any]) -> str:
+    return app.keys.queue(body["queue"], int(body.get("priority") or 0))
 
 
 def gathered_args(app: AsyncQ, message: Message) -> list[Any]:
@@ -251,10 +261,7 @@ def gathered_args(app: AsyncQ, message: Message) -> list[Any]:
     ids = message.body.get("gather")
     if not ids:
         return message.args
-    pipe = app.broker.client.pipeline(transaction=False)
-    for task_id in ids:
-        pipe.hget(app.keys.task(task_id), "result")
-    results = [json.loads(raw) if raw is not None else None for raw in pipe.execute()]
+    results = [None if raw is None else json.loads(raw) for raw in app.broker.results(ids)]
     return message.args if message.body.get("immutable") else [results, *message.args]
 
 

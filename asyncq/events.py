@@ -3,7 +3,7 @@
 Each child notes what happens to its tasks (received, started, succeeded,
 failed, retried, revoked, ...) and writes the notes down a pipe to its
 supervisor (``NoteWriter``, microseconds a note). The supervisor sends them in
-batches, every ``EVENTS_FLUSH`` seconds, with one script, ``_OBSERVE``: it
+batches, every ``EVENTS_FLUSH`` seconds, with one script, ``lua/observe.lua``: it
 appends the events to a Redis Stream capped in length (``XADD MAXLEN ~``) and
 adds the batch's summed counters: tasks per name and state, a runtime
 histogram per name, tasks done per worker, and tasks per state in 5-second
@@ -25,6 +25,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from asyncq.scripts import Command, Script, execute
+
 if TYPE_CHECKING:
     from asyncq.connection import RedisClient
     from asyncq.keys import Keys
@@ -36,24 +38,7 @@ SLICE = 5  # seconds per throughput slice
 SLICE_TTL = 3600  # slices older than this are gone
 EVENTS_FLUSH = 0.2  # seconds a supervisor holds its children's notes, at most
 
-# KEYS: events stream, counters hash, this slice's hash.  ARGV: stream length
-# (0 = no events, counters only), slice TTL, a JSON batch {events = list of flat
-# field/value lists, counts = {counter field: increment}, sums = {counter field:
-# seconds}, slice = {state: increment}}: counters arrive summed, so a batch of
-# many tasks costs one HINCRBY per field, not one per task.
-_OBSERVE = """
-local maxlen = tonumber(ARGV[1])
-local batch = cjson.decode(ARGV[3])
-if maxlen > 0 then
-  for _, event in ipairs(batch.events) do
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(event))
-  end
-end
-for field, n in pairs(batch.counts) do redis.call('HINCRBY', KEYS[2], field, n) end
-for field, x in pairs(batch.sums) do redis.call('HINCRBYFLOAT', KEYS[2], field, x) end
-for state, n in pairs(batch.slice) do redis.call('HINCRBY', KEYS[3], state, n) end
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-"""
+_OBSERVE = Script.load("observe")  # one batch of notes: stream entries, summed counters
 
 
 def bucket_of(runtime: float) -> str:
@@ -96,11 +81,10 @@ class Batch:
 class Events:
     """A process's unsent notes, and the script that sends them."""
 
-    def __init__(self, client: RedisClient, keys: Keys, max_length: int):
+    def __init__(self, keys: Keys, max_length: int):
         self.keys = keys
         self.max_length = max_length  # 0: counters only, no stream
         self.notes = Batch()
-        self._observe = client.register_script(_OBSERVE)
 
     def note(self, kind: str, task_id: str, name: str, worker: str = "",
              count: str | None = None, runtime: float | None = None,
@@ -136,17 +120,16 @@ class Events:
         if not self.notes:
             return
         batch = self.take()
-        keys, args = self._call(batch)
         try:
-            self._observe(keys=keys, args=args, client=client)
+            execute(client, self._send(batch))
         except BaseException:
             self.restore(batch)
             raise
 
-    def _call(self, batch: Batch) -> tuple[list[str], list[Any]]:
+    def _send(self, batch: Batch) -> Command:
         slice_key = self.keys.throughput(int(time.time()) // SLICE * SLICE)
-        return ([self.keys.events(), self.keys.counters(), slice_key],
-                [self.max_length, SLICE_TTL, batch.as_json()])
+        return _OBSERVE.command([self.keys.events(), self.keys.counters(), slice_key],
+                                [self.max_length, SLICE_TTL, batch.as_json()])
 
 
 class NoteWriter:

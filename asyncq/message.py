@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -71,7 +72,16 @@ class Message:
 
     @property
     def expires(self) -> float | None:
-        return self.body.get("expires")
+        expires = self.body.get("expires")
+        return None if expires is None else float(expires)
+
+    def expired(self) -> bool:
+        """Whether its ``expires`` time has passed (it is then revoked, not run)."""
+        return self.expires is not None and time.time() > self.expires
+
+    def call(self) -> str:
+        """Its args and kwargs as JSON, as a record keeps them (``result_extended``)."""
+        return json.dumps({"args": self.args, "kwargs": self.kwargs})
 
     def retried(self) -> bytes:
         """The message for the next try: the same, with ``retries`` one higher."""
@@ -94,7 +104,7 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def encode_message(task_id: str, task: str, args: list, kwargs: dict, queue: str,
+def encode_message(task_id: str, task: str, args: list[Any], kwargs: dict[str, Any], queue: str,
                    **options: Any) -> bytes:
     """The wire format: compact JSON, never pickle. Options that are None are left out."""
     body = {"id": task_id, "task": task, "args": args, "kwargs": kwargs, "queue": queue}

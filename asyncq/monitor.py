@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from asyncq import states
-from asyncq.broker import Message, registration
 from asyncq.events import SLICE
+from asyncq.message import Message
+from asyncq.recovery import registered_workers
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -54,11 +55,9 @@ class Monitor:
     # -- workers ------------------------------------------------------------
     def workers(self, counters: Counters | None = None) -> list[dict[str, Any]]:
         """Known workers with their heartbeat, and the tasks each holds (active or reserved)."""
-        registry = cast(dict[bytes, bytes], self.client.hgetall(self.keys.workers()))
-        known = {k.decode(): registration(v) for k, v in registry.items()}
-        lists = {worker_id: [self.keys.inflight(queue, worker_id, slot)
-                             for queue in queues for slot in range(concurrency)]
-                 for worker_id, (concurrency, queues) in known.items()}
+        known = registered_workers(self.client, self.keys)
+        lists = {worker_id: registration.inflight_lists(self.keys, worker_id)
+                 for worker_id, registration in known.items()}
         pipe = self.client.pipeline(transaction=False)
         for worker_id in sorted(known):  # one order, both loops
             pipe.hgetall(self.keys.worker(worker_id))
@@ -68,7 +67,7 @@ class Monitor:
         counters = counters or self.counters()
         found = []
         for worker_id in sorted(known):
-            concurrency = known[worker_id][0]
+            concurrency = known[worker_id].concurrency
             beat = {k.decode(): v.decode() for k, v in next(answers).items()}
             held = [raw for _ in lists[worker_id] for raw in next(answers)]
             found.append(self._describe_worker(worker_id, concurrency, beat, held, counters))

@@ -1,11 +1,18 @@
 """The prefork worker: one supervisor process and N child processes.
 
-Each child runs the loop in ``Child.run``: fetch messages of one queue into
-its own in-flight list for that queue, start each, run the function, then store
-the final state and acknowledge (``broker.finish``: the store, then the ack).
-The supervisor only watches: it sends heartbeats, replaces children that die
-and, before replacing one, recovers the messages the dead child held
-(``broker.recover``).
+A child's loop (``Child.run``): fetch messages of one queue into its own
+in-flight list for that queue (``broker.fetch``), then one by one: start the
+task (``broker.start``), run the function, store the outcome and acknowledge
+(``Child.end``: ``broker.finish``, or ``broker.retry``; the store, then the
+ack). Each Redis step of a taken task is retried through an outage
+(``Outage.run``): a result computed meanwhile is stored once Redis is back.
+
+The supervisor's loop (``Supervisor.supervise``) only watches. On a tick it
+beats the heartbeat (``Presence``, in recovery.py), recovers dead workers'
+messages (``Recovery``), kills children whose task was revoked with terminate
+(``Watchdog``) and queues scheduled messages now due. As they happen it handles
+a child's exit (recover what it held, then a new child in its slot), signals,
+its children's task events (sent on in batches) and hard time limits.
 
 Celery's counterparts: ``celery worker`` with the prefork pool (billiard);
 the supervisor is Celery's MainProcess, a child is a ForkPoolWorker.
@@ -13,7 +20,6 @@ the supervisor is Celery's MainProcess, a child is a ForkPoolWorker.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -25,12 +31,12 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from typing import TYPE_CHECKING, Any, cast
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
 
 from asyncq import states
-from asyncq.broker import LeftoversHeld, now, registration
+from asyncq.broker import LeftoversHeld, failure_fields, now
 from asyncq.canvas import follow_ups, gathered_args
-from asyncq.connection import is_transient
 from asyncq.events import EVENTS_FLUSH, NoteReader, NoteWriter
 from asyncq.exceptions import (
     EncodeError,
@@ -42,7 +48,8 @@ from asyncq.exceptions import (
     exception_type_name,
 )
 from asyncq.message import MAX_ID_BYTES, Message, parse_json
-from asyncq.outage import REDIS_DOWN, Outage
+from asyncq.outage import GaveUp, Outage, back_off
+from asyncq.recovery import Presence, Recovery, Registration, recover_list
 from asyncq.result import revoked_fields
 from asyncq.serialization import dumps
 from asyncq.task import Request
@@ -67,10 +74,52 @@ class WorkerOptions:
     max_tasks_per_child: int = 0  # 0 = no limit
 
 
-def failure_fields(exc: BaseException, tb: str = "") -> dict[str, str]:
-    """The record fields of a FAILURE: the exception's type, message and traceback."""
-    return {"status": states.FAILURE, "exc_type": exception_type_name(exc),
-            "exc_message": str(exc), "traceback": tb, "finished_at": now()}
+class Slots:
+    """Per child slot, in memory shared by the supervisor and its children (made
+    before the first fork): the hard deadline of the running task (monotonic
+    clock, 0 when none) and that task's id (to terminate it when revoked)."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self._deadlines = _fork.Array("d", count, lock=False)
+        self._running = _fork.Array("c", count * TASK_ID_SIZE, lock=False)
+
+    def deadline(self, slot: int) -> float:
+        return float(self._deadlines[slot])
+
+    def set_deadline(self, slot: int, when: float) -> None:
+        self._deadlines[slot] = when
+
+    def deadlines(self) -> list[float]:
+        """The deadlines set, of every slot."""
+        return [float(when) for when in self._deadlines if when > 0]
+
+    def show_running(self, slot: int, task_id: str) -> None:
+        start = slot * TASK_ID_SIZE
+        self._running[start:start + TASK_ID_SIZE] = \
+            task_id.encode()[:TASK_ID_SIZE].ljust(TASK_ID_SIZE, b"\0")
+
+    def running(self, slot: int) -> str:
+        """The id of the task the child in ``slot`` runs ('' = none)."""
+        start = slot * TASK_ID_SIZE
+        raw: bytes = self._running[start:start + TASK_ID_SIZE]
+        return raw.rstrip(b"\0").decode(errors="replace")
+
+    def clear(self, slot: int) -> None:
+        self.set_deadline(slot, 0.0)
+        self.show_running(slot, "")
+
+
+@dataclass
+class Pool:
+    """What a worker's children share with their supervisor, made before the first fork."""
+
+    worker_id: str
+    queues: list[str]
+    max_tasks: int  # tasks per child before it is replaced; 0 = no limit
+    slots: Slots
+    wake_fd: int  # a byte here wakes the supervisor (a deadline set, a stop signal)
+    notes_fd: int  # the children's task events, which the supervisor sends on
 
 
 def task_traceback(exc: BaseException) -> str:
@@ -91,23 +140,27 @@ class _Stop(Exception):
     """Raised inside an idle child by SIGTERM, to leave a blocking fetch at once."""
 
 
+@dataclass
+class Outcome:
+    """What running a task came to: its new state's record fields, when to try
+    again if it is a retry, and how long the function ran (seconds)."""
+
+    fields: dict[str, str]
+    retry_at: float | None = None
+    runtime: float | None = None  # None: it never ran (expired)
+
+
 class Child:
     """One child process: fetches and runs tasks, one at a time, until told to stop."""
 
-    def __init__(self, app: AsyncQ, worker_id: str, slot: int, queues: list[str],
-                 max_tasks: int, deadlines: Any, running_ids: Any, wake_fd: int, share: int,
-                 notes_fd: int):
+    def __init__(self, app: AsyncQ, pool: Pool, slot: int):
         self.app = app
-        self.worker_id = worker_id
+        self.pool = pool
         self.slot = slot
+        self.worker_id = pool.worker_id
+        self.queues = list(pool.queues)  # rotated, so that none is always first
         self.inflight = ""  # the in-flight list of the batch being worked through
-        self.queues = list(queues)
-        self.max_tasks = max_tasks
-        self.deadlines = deadlines  # shared with the supervisor, which enforces them
-        self.running_ids = running_ids  # shared too: the id of the task each child runs
-        self.wake_fd = wake_fd  # a byte here wakes the supervisor to look at deadlines
-        self.notes = NoteWriter(notes_fd)  # task events, sent on by the supervisor
-        self.share = share  # how many children share the queues (for fair prefetching)
+        self.notes = NoteWriter(pool.notes_fd)  # task events, sent on by the supervisor
         self.outage = Outage(log)
         self.busy = False
         self.stopping = False
@@ -123,6 +176,7 @@ class Child:
     def on_soft_time_limit(self, signum: int, frame: Any) -> None:
         raise SoftTimeLimitExceeded("soft time limit exceeded")
 
+    # -- the loop -----------------------------------------------------------
     def run(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor
         signal.signal(signal.SIGTERM, self.on_sigterm)
@@ -130,36 +184,35 @@ class Child:
         self.app.reset_connection()  # a connection of our own, not the parent's
         parent = os.getppid()
         done = 0
-        try:
-            while not self.stopping and not (self.max_tasks and done >= self.max_tasks):
+        with suppress(_Stop):
+            while not self.stopping and not self.had_enough(done):
                 if os.getppid() != parent:
                     log.error("supervisor gone: this child stops taking work")
                     return
                 for raw in self.fetch():
-                    if self.stopping or (self.max_tasks and done >= self.max_tasks):
+                    if self.stopping or self.had_enough(done):
                         break  # the rest of the batch goes back to the queue on exit
                     self.busy = True
                     self.handle(raw)
                     done += 1
                     self.busy = False
-        except _Stop:
-            pass
+
+    def had_enough(self, done: int) -> bool:
+        return bool(self.pool.max_tasks) and done >= self.pool.max_tasks
 
     def fetch(self) -> list[bytes]:
-        """Take the next messages (up to worker_prefetch_multiplier); queues are rotated
-        so that none is always first."""
+        """Take the next messages (up to worker_prefetch_multiplier) of one queue."""
         self.queues.append(self.queues.pop(0))
+        conf = self.app.conf
         try:
-            self.inflight, taken = self.app.broker.fetch(
-                self.queues, self.worker_id, self.slot, self.app.conf.worker_fetch_timeout,
-                self.app.conf.worker_prefetch_multiplier, self.share)
+            self.inflight, taken = self.outage.run(lambda: self.app.broker.fetch(
+                self.queues, self.worker_id, self.slot, conf.worker_fetch_timeout,
+                conf.worker_prefetch_multiplier, self.pool.slots.count), pause=back_off)
         except LeftoversHeld as held:
             self.reclaim(held.inflight)
             return []
-        except REDIS_DOWN as exc:
-            time.sleep(self.outage.failed(exc))
+        except GaveUp:  # Redis away: the loop looks for a stop, then fetches again
             return []
-        self.outage.ok()
         return taken
 
     def reclaim(self, inflight: str) -> None:
@@ -168,93 +221,64 @@ class Child:
         was cut off, or an ack that a Sentinel failover lost with the old master.
         It is recovered as a dead child's would be (an acks-late task runs again)."""
         error = WorkerLostError("Redis lost the task's acknowledgement (failover or outage)")
-        self.persist(lambda: recover_list(self.app, inflight, inflight, "lost", error,
-                                          self.worker_id))
-
-    def persist(self, step: Callable[[], Any]) -> Any:
-        """Run a Redis step of a task already taken, retrying until Redis answers:
-        a result computed during an outage is stored once Redis is back."""
-        while True:
-            try:
-                value = step()
-            except REDIS_DOWN as exc:
-                time.sleep(self.outage.failed(exc))
-                continue
-            self.outage.ok()
-            return value
+        self.outage.run(lambda: recover_list(self.app, inflight, inflight, "lost", error,
+                                             self.worker_id))
 
     def handle(self, raw: bytes) -> None:
-        broker, events = self.app.broker, self.notes
+        """One message: start the task, run it, store its outcome and acknowledge."""
         try:
             message = Message.decode(raw)
             task = self.app.registered(message.task)
         except (ValueError, NotRegistered) as exc:
             self.dead_letter(raw, exc)
             return
-        if message.expires is not None and time.time() > message.expires:
+        if message.expired():
             log.warning("Task %s[%s] expired before it started: revoked", task.name, message.id)
-            fields = revoked_fields("expired")
-            if self.persist(lambda: broker.finish(message, self.inflight, fields)):
-                self.note_end(message, fields)
+            self.end(message, Outcome(revoked_fields("expired")), keep_result=True)
             return
-        events.note("received", message.id, task.name, self.worker_id, retries=message.retries,
-                    more=task.track_started)
+        if not self.start(task, message):
+            return
+        self.pool.slots.show_running(self.slot, message.id)
+        outcome = self.execute(task, message)
+        self.pool.slots.show_running(self.slot, "")
+        self.end(message, outcome, keep_result=not task.ignore_result)
+
+    # -- the steps of one task ----------------------------------------------
+    def start(self, task: Task, message: Message) -> bool:
+        """Mark the task started; False when it already has a final state (a duplicate)."""
+        self.notes.note("received", message.id, task.name, self.worker_id,
+                        retries=message.retries, more=task.track_started)
         if task.track_started:
-            events.note("started", message.id, task.name, self.worker_id)
-        final = self.persist(lambda: broker.start(message, self.inflight, self.worker_id,
-                                                  task.acks_late, task.track_started,
-                                                  self.app.conf.result_extended))
+            self.notes.note("started", message.id, task.name, self.worker_id)
+        final = self.outage.run(lambda: self.app.broker.start(
+            message, self.inflight, self.worker_id, task.acks_late, task.track_started,
+            self.app.conf.result_extended))
         if final:
             log.warning("Task %s[%s] already %s: not run again", task.name, message.id, final)
-            events.note("rejected", message.id, task.name, self.worker_id,
-                        reason=f"already {final}")
-            return
+            self.notes.note("rejected", message.id, task.name, self.worker_id,
+                            reason=f"already {final}")
+            return False
         log.info("Task %s[%s] received", task.name, message.id)
-        self.show_running(message.id)
-        began = time.monotonic()
-        fields, retry_at = self.execute(task, message)
-        runtime = time.monotonic() - began
-        self.show_running("")
-        if retry_at is not None:
-            if self.persist(lambda: broker.retry(message, self.inflight, retry_at, fields)):
-                self.note_end(message, fields, runtime)
-            return
-        fields.setdefault("runtime", f"{runtime:.6f}")  # a failure's too
-        runtime = float(fields["runtime"])  # the event and the counters say what the record says
-        after = follow_ups(self.app, message, fields)  # a canvas's next step, if any
-        if self.persist(lambda: broker.finish(message, self.inflight, fields,
-                                              keep_result=not task.ignore_result, after=after)):
-            self.note_end(message, fields, runtime)
+        return True
 
-    def note_end(self, message: Message, fields: dict[str, str],
-                 runtime: float | None = None) -> None:
-        """An event for the state the task just stored; it is counted too."""
-        status = fields["status"]
-        kind = _EVENT_OF_STATE.get(status, status.lower())
-        error = f"{fields['exc_type']}: {fields.get('exc_message', '')}" \
-            if "exc_type" in fields else None
-        self.notes.note(
-            kind, message.id, message.task, self.worker_id, count=status, runtime=runtime,
-            result=_shorten(fields["result"]) if "result" in fields else None,
-            exception=_shorten(error) if error else None, eta=fields.get("eta"))
-
-    def show_running(self, task_id: str) -> None:
-        """Let the supervisor see which task this child runs (to terminate it on revoke)."""
-        start = self.slot * TASK_ID_SIZE
-        self.running_ids[start:start + TASK_ID_SIZE] = task_id.encode()[:TASK_ID_SIZE].ljust(
-            TASK_ID_SIZE, b"\0")
-
-    def execute(self, task: Task, message: Message) -> tuple[dict[str, str], float | None]:
-        """Run the task under its time limits; return the record fields of its new state,
-        and when to try again if it asked for (or earned) a retry."""
-        args = self.persist(lambda: gathered_args(self.app, message))  # a chord body's inputs
+    def execute(self, task: Task, message: Message) -> Outcome:
+        """Run the task under its time limits: its new state, or a retry."""
+        args = self.outage.run(lambda: gathered_args(self.app, message))  # a chord body's
         request = Request(id=message.id, args=args, kwargs=message.kwargs,
                           retries=message.retries, hostname=self.worker_id,
                           called_directly=False, delivery_info={"routing_key": message.queue})
+        began = time.monotonic()
+        fields, retry_at = self.call(task, message, request)
+        return Outcome(fields, retry_at, time.monotonic() - began)
+
+    def call(self, task: Task, message: Message,
+             request: Request) -> tuple[dict[str, str], float | None]:
+        """The function itself: the record fields of its outcome, and when to try
+        again if it asked for (or earned) a retry."""
         started = time.monotonic()
         self.arm_time_limits(task)
         try:
-            value = task.run_with(request, args, message.kwargs)
+            value = task.run_with(request, request.args, message.kwargs)
             result = dumps(value, f"the result of task {task.name!r}")
         except Retry as retry:
             self.disarm_time_limits()
@@ -277,6 +301,48 @@ class Child:
         return {"status": states.SUCCESS, "result": result, "finished_at": now(),
                 "runtime": f"{runtime:.6f}"}, None
 
+    def end(self, message: Message, outcome: Outcome, keep_result: bool) -> None:
+        """Store the task's new state, then acknowledge its message (the broker does
+        both, in that order); note it, if this stored it."""
+        broker, fields = self.app.broker, outcome.fields
+        retry_at, runtime = outcome.retry_at, outcome.runtime
+        if retry_at is not None:
+            stored = self.outage.run(lambda: broker.retry(message, self.inflight, retry_at,
+                                                          fields))
+        else:
+            if runtime is not None:
+                fields.setdefault("runtime", f"{runtime:.6f}")  # a failure's too
+                runtime = float(fields["runtime"])  # the event says what the record says
+            after = follow_ups(self.app, message, fields)  # a canvas's next step, if any
+            stored = self.outage.run(lambda: broker.finish(message, self.inflight, fields,
+                                                           keep_result, after))
+        if stored:
+            self.note_end(message, fields, runtime)
+
+    def dead_letter(self, raw: bytes, exc: Exception) -> None:
+        """Set a message we cannot run aside; fail its task when we know its id."""
+        task_id = _guess_field(raw, "id")
+        log.error("Message set aside in the dead-letter list (task id %s): %s", task_id, exc)
+        failure = failure_fields(exc) if task_id else None
+        failed = self.outage.run(
+            lambda: self.app.broker.dead_letter(raw, self.inflight, failure, task_id))
+        if task_id and failed:
+            self.notes.note(
+                "failed", task_id, _guess_field(raw, "task") or "?", self.worker_id,
+                count=states.FAILURE, exception=_shorten(f"{type(exc).__name__}: {exc}"))
+
+    def note_end(self, message: Message, fields: dict[str, str],
+                 runtime: float | None = None) -> None:
+        """An event for the state the task just stored; it is counted too."""
+        status = fields["status"]
+        kind = _EVENT_OF_STATE.get(status, status.lower())
+        error = f"{fields['exc_type']}: {fields.get('exc_message', '')}" \
+            if "exc_type" in fields else None
+        self.notes.note(
+            kind, message.id, message.task, self.worker_id, count=status, runtime=runtime,
+            result=_shorten(fields["result"]) if "result" in fields else None,
+            exception=_shorten(error) if error else None, eta=fields.get("eta"))
+
     def retry_fields(self, task: Task, message: Message, reason: BaseException,
                      eta: float) -> dict[str, str]:
         """RETRY, with the reason kept where FAILURE keeps its error."""
@@ -291,60 +357,17 @@ class Child:
         if task.soft_time_limit:
             signal.setitimer(signal.ITIMER_REAL, task.soft_time_limit)
         if task.time_limit:
-            self.deadlines[self.slot] = time.monotonic() + task.time_limit
+            self.pool.slots.set_deadline(self.slot, time.monotonic() + task.time_limit)
             with suppress(BlockingIOError):
-                os.write(self.wake_fd, b"t")  # so the supervisor sleeps no longer than this
+                os.write(self.pool.wake_fd, b"t")  # so the supervisor sleeps no longer than this
 
     def disarm_time_limits(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        self.deadlines[self.slot] = 0.0
-
-    def dead_letter(self, raw: bytes, exc: Exception) -> None:
-        """Set a message we cannot run aside; fail its task when we know its id."""
-        task_id = _guess_id(raw)
-        log.error("Message set aside in the dead-letter list (task id %s): %s", task_id, exc)
-        failure = failure_fields(exc) if task_id else None
-        failed = self.persist(
-            lambda: self.app.broker.dead_letter(raw, self.inflight, failure, task_id))
-        if task_id and failed:
-            self.notes.note(
-                "failed", task_id, _guess_field(raw, "task") or "?", self.worker_id,
-                count=states.FAILURE, exception=_shorten(f"{type(exc).__name__}: {exc}"))
-
-
-def recover_list(app: AsyncQ, inflight: str, owner: str, mode: str, error: Exception,
-                 worker_id: str) -> int:
-    """Requeue or fail the messages of one in-flight list held by ``worker_id``;
-    returns how many it handled. See ``Broker.recover`` for the rules."""
-    broker = app.broker
-    failure = failure_fields(error)
-    handled = 0
-    for raw in broker.inflight_messages(inflight):
-        try:
-            message = Message.decode(raw)
-        except ValueError as exc:
-            broker.dead_letter(raw, inflight, None, None)
-            log.error("garbled in-flight message set aside: %s", exc)
-            continue
-        outcome = broker.recover(message, inflight, owner, mode,
-                                 app.conf.task_redelivery_limit, failure)
-        log.warning("Task %s[%s] held by a lost child: %s", message.task, message.id, outcome)
-        handled += outcome in ("requeued", "failed")
-        if outcome in ("requeued", "failed"):
-            broker.events.note(
-                outcome, message.id, message.task, worker_id,
-                count=states.FAILURE if outcome == "failed" else None,
-                exception=f"{type(error).__name__}: {error}" if outcome == "failed" else None)
-    broker.events.flush(broker.client)
-    return handled
-
-
-def _guess_id(raw: bytes) -> str | None:
-    """The task id of a message that is otherwise unusable, when one can be read."""
-    return _guess_field(raw, "id")
+        self.pool.slots.set_deadline(self.slot, 0.0)
 
 
 def _guess_field(raw: bytes, name: str) -> str | None:
+    """A text field (the task id, its name) of a message that is otherwise unusable."""
     try:
         body = parse_json(raw)
     except ValueError:
@@ -376,36 +399,31 @@ class Supervisor:
                             or os.cpu_count() or 1)
         self.queues = options.queues or [app.conf.task_default_queue]
         self.worker_id = options.hostname or f"asyncq@{socket.gethostname()}:{os.getpid()}"
-        self.max_tasks_per_child = (options.max_tasks_per_child
-                                    or app.conf.worker_max_tasks_per_child)
-        self.children: dict[int, multiprocessing.process.BaseProcess] = {}
-        # Per slot: when its running task must end (monotonic clock), 0 when none.
-        self.deadlines = _fork.Array("d", self.concurrency, lock=False)
-        self.running_ids = _fork.Array("c", self.concurrency * TASK_ID_SIZE, lock=False)
-        self.next_due: float | None = None  # Unix time the next scheduled message is due
-        # Since when Redis has answered without a break. Dead workers are reaped only
-        # once every live worker has had time to beat again (two heartbeats and the
-        # longest backoff), so that a long outage, which lets every heartbeat lapse,
-        # does not make live workers recover each other's work.
-        self.connected_since: float | None = None
-        self.timed_out: set[int] = set()
-        self.terminated: set[int] = set()  # killed because their task was revoked
+        self._wake_read, wake_write = os.pipe()
+        # Children write their task events here; the supervisor sends them in batches.
+        notes_read, notes_write = os.pipe()
+        self.notes = NoteReader(notes_read, app.broker.events)
+        self.pool = Pool(self.worker_id, self.queues,
+                         options.max_tasks_per_child or app.conf.worker_max_tasks_per_child,
+                         Slots(self.concurrency), wake_write, notes_write)
+        self.children: dict[int, BaseProcess] = {}
         self.outage = Outage(log)
+        registration = Registration(self.concurrency, self.queues)
+        self.presence = Presence(app, self.worker_id, registration, self.outage)
+        self.recovery = Recovery(app, self.worker_id, registration, self.outage)
+        self.watchdog = Watchdog(app, self.pool.slots, self.children, self.outage)
+        self.next_due: float | None = None  # Unix time the next scheduled message is due
+        self.events_sent_at = time.monotonic()
         self.stop_requests = 0  # 1 = warm shutdown, 2 = cold shutdown
         self.stops_applied = 0
-        self._wake_read, self._wake_write = os.pipe()
-        # Children write their task events here; the supervisor sends them in batches.
-        self._notes_read, self._notes_write = os.pipe()
-        self.notes = NoteReader(self._notes_read, app.broker.events)
-        self.events_sent_at = time.monotonic()
 
     # -- signals: handlers only count, the main loop acts ---------------------
     def on_stop_signal(self, signum: int, frame: Any) -> None:
         self.stop_requests += 1
-        os.write(self._wake_write, b"!")
+        os.write(self.pool.wake_fd, b"!")
 
     def install_signal_handlers(self) -> None:
-        os.set_blocking(self._wake_write, False)
+        os.set_blocking(self.pool.wake_fd, False)
         signal.signal(signal.SIGTERM, self.on_stop_signal)
         signal.signal(signal.SIGINT, self.on_stop_signal)
 
@@ -413,11 +431,11 @@ class Supervisor:
     def run(self) -> int:
         """Run until shut down; the exit status is 0 after a warm shutdown, 1 after a cold one."""
         self.install_signal_handlers()
-        if not self.wait_for_redis() or self.name_taken():
+        if not self.wait_for_redis() or self.presence.name_taken():
             return 1
-        previous = self.previous_registration()
-        self.heartbeat()
-        self.recover_own_leftovers(previous)
+        previous = self.presence.previous()
+        self.presence.beat()
+        self.recovery.own_leftovers(previous)
         for slot in range(self.concurrency):
             self.spawn(slot)
         log.info("%s ready.", self.worker_id)
@@ -437,135 +455,96 @@ class Supervisor:
         next_beat = time.monotonic() + self.app.conf.worker_heartbeat_interval
         while self.children:
             if time.monotonic() >= next_beat:
-                self.heartbeat()
-                self.reap_dead_workers()
-                self.terminate_revoked()
-                self.queue_due_messages()
+                self.tick()
                 next_beat = time.monotonic() + self.app.conf.worker_heartbeat_interval
             elif self.next_due is not None and self.next_due <= time.time():
                 self.queue_due_messages()
-            sentinels = {child.sentinel: slot for slot, child in self.children.items()}
-            ready = wait([*sentinels, self._wake_read, self._notes_read],
+            exits = {child.sentinel: slot for slot, child in self.children.items()}
+            ready = wait([*exits, self._wake_read, self.notes.fd],
                          timeout=self.pause(next_beat))
             if self._wake_read in ready:
                 os.read(self._wake_read, 64)
-            if self._notes_read in ready:
+            if self.notes.fd in ready:
                 self.notes.read()
             self.send_events()
             self.apply_stop_requests()
-            self.enforce_time_limits()
+            self.watchdog.enforce_time_limits()
             for fd in ready:
-                if fd in sentinels:
-                    self.on_child_exit(sentinels[fd])
+                if fd in exits:
+                    self.on_child_exit(exits[fd])
+
+    def tick(self) -> None:
+        """Housekeeping, once per heartbeat interval; each chore one try, if Redis is away."""
+        self.presence.beat()
+        self.recovery.dead_workers(self.presence.connected_since)
+        self.watchdog.terminate_revoked()
+        self.queue_due_messages()
 
     def pause(self, next_beat: float) -> float:
         """Sleep until the next heartbeat or the nearest hard time limit."""
-        wake_at = min([next_beat, *(d for d in self.deadlines if d > 0)])
+        wake_at = min([next_beat, *self.pool.slots.deadlines()])
         if self.app.broker.events.notes:
             wake_at = min(wake_at, self.events_sent_at + EVENTS_FLUSH)
         if self.next_due is not None:
             wake_at = min(wake_at, time.monotonic() + self.next_due - time.time())
         return max(0.0, wake_at - time.monotonic())
 
+    # -- the chores of the loop -----------------------------------------------
     def send_events(self, now: bool = False) -> None:
         """Send the children's notes, at most every EVENTS_FLUSH seconds (one script
-        call for all the tasks that ended meanwhile)."""
+        call for all the tasks that ended meanwhile); kept if Redis is away."""
         events = self.app.broker.events
         if not events.notes or (not now and
                                 time.monotonic() - self.events_sent_at < EVENTS_FLUSH):
             return
         try:
-            events.flush(self.app.broker.client)
-        except REDIS_DOWN as exc:  # kept, and sent once Redis is back
-            self.outage.failed(exc)
+            self.outage.once(lambda: events.flush(self.app.broker.client))
         except Exception:  # events are best effort: never take the worker down
             log.exception("task events dropped")
             events.take()
         self.events_sent_at = time.monotonic()
 
+    def queue_due_messages(self) -> None:
+        """Move due scheduled messages of our queues to their lists (any worker consuming
+        a queue may; each message moves once)."""
+        def move() -> None:
+            self.next_due = self.app.broker.move_due(self.queues)
+        self.outage.once(move)
+
     def spawn(self, slot: int) -> None:
-        self.deadlines[slot] = 0.0
-        start = slot * TASK_ID_SIZE
-        self.running_ids[start:start + TASK_ID_SIZE] = b"\0" * TASK_ID_SIZE
-        child = Child(self.app, self.worker_id, slot, self.queues, self.max_tasks_per_child,
-                      self.deadlines, self.running_ids, self._wake_write, self.concurrency,
-                      self._notes_write)
+        self.pool.slots.clear(slot)
+        child = Child(self.app, self.pool, slot)
         process = _fork.Process(target=child.run, name=f"Child-{slot}", daemon=False)
         process.start()
         self.children[slot] = process
         log.debug("child %d started with pid %d", slot, process.pid)
 
     def on_child_exit(self, slot: int) -> None:
+        """Recover what the dead child held, then put a new child in its slot."""
         process = self.children.pop(slot)
         process.join()
-        self.deadlines[slot] = 0.0  # not respawned during a shutdown: nothing to watch
+        self.pool.slots.set_deadline(slot, 0.0)  # not respawned in a shutdown: nothing to watch
         how = describe_exit(process.exitcode)
         error: Exception
-        if slot in self.timed_out:
-            self.timed_out.discard(slot)
+        mode = "shutdown" if self.stop_requests >= 2 else "lost"
+        error = WorkerLostError(f"Worker exited prematurely: {how}")
+        killed_for = self.watchdog.killed_for(slot)
+        if killed_for == "timeout":
             mode, error = "timeout", TimeLimitExceeded(
                 f"Task ran past its hard time limit; child killed ({how})")
-        else:
-            if slot in self.terminated:
-                self.terminated.discard(slot)
-                log.info("child %d (pid %d) stopped for a revoked task: %s", slot, process.pid, how)
-            elif process.exitcode != 0:
-                log.error("child %d (pid %d) died: %s", slot, process.pid, how)
-            mode = "shutdown" if self.stop_requests >= 2 else "lost"
-            error = WorkerLostError(f"Worker exited prematurely: {how}")
-        held = [self.app.keys.inflight(queue, self.worker_id, slot) for queue in self.queues]
-        if not self.retrying(lambda: [self.recover_list(inflight, inflight, mode, error)
-                                      for inflight in held]):
+        elif killed_for == "revoked":
+            log.info("child %d (pid %d) stopped for a revoked task: %s", slot, process.pid, how)
+        elif process.exitcode != 0:
+            log.error("child %d (pid %d) died: %s", slot, process.pid, how)
+        try:
+            self.outage.run(lambda: self.recovery.dead_child(slot, mode, error),
+                            pause=self.wait_unless_stopped(2))
+        except GaveUp:
             return
         if not self.stop_requests:
             self.spawn(slot)
 
-    def queue_due_messages(self) -> None:
-        """Move due scheduled messages of our queues to their lists (any worker consuming
-        a queue may; each message moves once)."""
-        try:
-            self.next_due = self.app.broker.move_due(self.queues)
-        except REDIS_DOWN as exc:
-            self.outage.failed(exc)
-
-    def terminate_revoked(self) -> None:
-        """Kill the children whose running task was revoked with terminate=True."""
-        running: dict[int, str] = {}
-        for slot in self.children:
-            start = slot * TASK_ID_SIZE
-            raw_id = bytes(self.running_ids[start:start + TASK_ID_SIZE]).rstrip(b"\0")
-            if raw_id:
-                running[slot] = raw_id.decode(errors="replace")
-        if not running:
-            return
-        pipe = self.app.broker.client.pipeline(transaction=False)
-        for task_id in running.values():
-            pipe.hmget(self.app.keys.task(task_id), "status", "terminate")
-        try:
-            answers = pipe.execute()
-        except REDIS_DOWN as exc:
-            self.outage.failed(exc)
-            return
-        for (slot, task_id), (status, terminate) in zip(running.items(), answers, strict=True):
-            process = self.children.get(slot)
-            if status == states.REVOKED.encode() and terminate == b"1" and process and process.pid:
-                log.warning("Task %s revoked with terminate: killing child %d", task_id, slot)
-                self.terminated.add(slot)
-                with suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGKILL)
-
-    def enforce_time_limits(self) -> None:
-        """Kill children whose task is past its hard limit; their exit is then handled."""
-        now_ = time.monotonic()
-        for slot, process in self.children.items():
-            deadline = self.deadlines[slot]
-            if 0 < deadline <= now_ and slot not in self.timed_out and process.pid:
-                log.error("child %d (pid %d): hard time limit exceeded, killing it",
-                          slot, process.pid)
-                self.timed_out.add(slot)
-                with suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGKILL)
-
+    # -- shutting down --------------------------------------------------------
     def apply_stop_requests(self) -> None:
         if self.stop_requests == self.stops_applied:
             return
@@ -583,154 +562,93 @@ class Supervisor:
                 with suppress(ProcessLookupError):
                     os.kill(process.pid, signum)
 
-    # -- Redis, which may be away -------------------------------------------
-    def retrying(self, step: Callable[[], Any], give_up_after_stops: int = 2) -> bool:
-        """Run ``step`` until Redis answers; False if enough stop requests came first
-        (by default a cold shutdown: children's work must be recovered if at all possible).
-
-        Waits on the signal pipe, so a shutdown request is seen at once.
-        """
-        while True:
-            try:
-                step()
-            except Exception as exc:  # a cluster client that finds no node raises its own kind
-                if not is_transient(exc):
-                    raise
-                delay = self.outage.failed(exc)
-                if self.stop_requests >= give_up_after_stops:
-                    log.error("cold shutdown while Redis is away: what the children held "
-                              "stays in their in-flight lists for recovery")
-                    return False
-                if self._wake_read in wait([self._wake_read], timeout=delay):
-                    os.read(self._wake_read, 64)
-                    self.apply_stop_requests()
-                continue
-            self.outage.ok()
-            return True
-
-    def wait_for_redis(self) -> bool:
-        """Wait until Redis answers at start-up; False if told to stop meanwhile."""
-        return self.retrying(lambda: self.app.broker.client.ping(), give_up_after_stops=1) and \
-            self.stop_requests == 0
-
-    def name_taken(self) -> bool:
-        """Two live workers must never share an id: they would share in-flight lists."""
-        if self.app.broker.client.exists(self.app.keys.worker(self.worker_id)):
-            log.critical("a worker named %s is already running (its heartbeat is fresh); "
-                         "give this one another name with -n", self.worker_id)
-            return True
-        return False
-
-    # -- recovery -----------------------------------------------------------
-    def held_lists(self, worker_id: str, concurrency: int, queues: list[str]) -> list[str]:
-        """The in-flight lists a worker may hold: one per queue it consumes and child."""
-        return [self.app.keys.inflight(queue, worker_id, slot)
-                for queue in queues for slot in range(concurrency)]
-
-    def recover_list(self, inflight: str, owner: str, mode: str, error: Exception,
-                     worker_id: str = "") -> int:
-        return recover_list(self.app, inflight, owner, mode, error, worker_id or self.worker_id)
-
-    def previous_registration(self) -> tuple[int, list[str]]:
-        """What a previous run under this worker's name registered (0, [] if none):
-        the in-flight lists it may have left behind follow from it."""
-        raw = self.app.broker.client.hget(self.app.keys.workers(), self.worker_id)
-        return registration(raw) if raw else (0, [])
-
-    def recover_own_leftovers(self, previous: tuple[int, list[str]]) -> None:
-        """A worker restarted under the same name first takes back what it held, in the
-        lists its previous run registered and in the ones it uses now."""
-        concurrency, queues = previous
-        held = self.held_lists(self.worker_id, concurrency, queues)
-        held += self.held_lists(self.worker_id, self.concurrency, self.queues)
-        for inflight in dict.fromkeys(held):
-            self.recover_list(inflight, inflight, "lost",
-                              WorkerLostError("Worker restarted while running the task"))
-
-    def reap_dead_workers(self) -> None:
-        """Recover the work of workers whose heartbeat has lapsed (a host died).
-
-        Every live worker does this; recovery moves each message at most once and
-        leaves a worker alone again as soon as its heartbeat is back.
-        """
-        keys, client = self.app.keys, self.app.broker.client
-        settle = 2 * self.app.conf.worker_heartbeat_interval + self.outage.max_delay
-        if self.connected_since is None or time.monotonic() - self.connected_since < settle:
-            return  # after an outage every heartbeat may have lapsed: let the others beat first
-        try:
-            registry = cast(dict[bytes, bytes], client.hgetall(keys.workers()))
-            known = {k.decode(): registration(v) for k, v in registry.items()}
-            known.pop(self.worker_id, None)
-            pipe = client.pipeline(transaction=False)
-            for worker_id in known:
-                pipe.exists(keys.worker(worker_id))
-            alive = pipe.execute()
-            for (worker_id, entry), is_alive in zip(known.items(), alive, strict=True):
-                if not is_alive:
-                    self.recover_dead_worker(worker_id, *entry)
-        except REDIS_DOWN as exc:
-            self.outage.failed(exc)
-        except Exception:  # a bug here must not take this worker down with the dead one
-            log.exception("recovering dead workers failed; will try again")
-
-    def recover_dead_worker(self, worker_id: str, concurrency: int, queues: list[str]) -> None:
-        keys, client = self.app.keys, self.app.broker.client
-        owner = keys.worker(worker_id)
-        error = WorkerLostError(f"Worker {worker_id} stopped sending heartbeats")
-        held = self.held_lists(worker_id, concurrency, queues)
-        handled = sum(self.recover_list(inflight, owner, "lost", error, worker_id)
-                      for inflight in held)
-        if client.exists(owner):
-            return  # it came back meanwhile
-        if not self.any_exists(held):
-            client.hdel(keys.workers(), worker_id)
-            client.hdel(keys.counters(), f"done\t{worker_id}")  # its tally goes with it
-        log.warning("worker %s lost its heartbeat: recovered %d task(s)", worker_id, handled)
-
-    def any_exists(self, keys: list[str]) -> bool:
-        """Whether any of ``keys`` exists (one EXISTS each: on a cluster they spread)."""
-        pipe = self.app.broker.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.exists(key)
-        return any(pipe.execute())
-
-    # -- presence -----------------------------------------------------------
-    def heartbeat(self) -> None:
-        """Announce this worker; if the beats stop, the key lapses and others recover its work."""
-        keys, conf = self.app.keys, self.app.conf
-        pipe = self.app.broker.client.pipeline(transaction=True)  # all {prefix}: one slot
-        pipe.hset(keys.worker(self.worker_id), mapping={
-            "id": self.worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
-            "concurrency": self.concurrency, "queues": ",".join(self.queues),
-            "heartbeat": now()})
-        pipe.expire(keys.worker(self.worker_id), max(1, round(conf.worker_lost_after)))
-        pipe.hset(keys.workers(), self.worker_id,
-                  json.dumps({"concurrency": self.concurrency, "queues": self.queues}))
-        try:
-            pipe.execute()
-        except REDIS_DOWN as exc:
-            self.outage.failed(exc)
-            self.connected_since = None
-        else:
-            self.outage.ok()
-            if self.connected_since is None:
-                self.connected_since = time.monotonic()
-
     def say_goodbye(self) -> None:
         self.notes.read()  # what the children wrote before they exited
         self.send_events(now=True)
-        self._say_goodbye()
-
-    def _say_goodbye(self) -> None:
-        """Leave the registry, unless messages are still held (then others recover them)."""
-        keys, client = self.app.keys, self.app.broker.client
-        with suppress(*REDIS_DOWN):
-            held = self.any_exists(self.held_lists(self.worker_id, self.concurrency,
-                                                   self.queues))
-            pipe = client.pipeline(transaction=True)
-            pipe.delete(keys.worker(self.worker_id))
-            if not held:
-                pipe.hdel(keys.workers(), self.worker_id)
-                pipe.hdel(keys.counters(), f"done\t{self.worker_id}")
-            pipe.execute()
+        self.outage.once(self.presence.leave)
         log.info("%s stopped.", self.worker_id)
+
+    # -- Redis, which may be away -------------------------------------------
+    def wait_unless_stopped(self, stops: int) -> Callable[[float], bool]:
+        """A pause for ``Outage.run`` that gives up once ``stops`` stop requests came
+        (two: a cold shutdown, where children's work must be recovered if at all
+        possible). It waits on the signal pipe, so a request is seen at once."""
+        def pause(delay: float) -> bool:
+            if self.stop_requests >= stops:
+                log.error("cold shutdown while Redis is away: what the children held "
+                          "stays in their in-flight lists for recovery")
+                return False
+            if self._wake_read in wait([self._wake_read], timeout=delay):
+                os.read(self._wake_read, 64)
+                self.apply_stop_requests()
+            return True
+        return pause
+
+    def wait_for_redis(self) -> bool:
+        """Wait until Redis answers at start-up; False if told to stop meanwhile."""
+        try:
+            self.outage.run(self.app.broker.client.ping, pause=self.wait_unless_stopped(1))
+        except GaveUp:
+            return False
+        return self.stop_requests == 0
+
+
+class Watchdog:
+    """Kills children that must stop mid-task: past their task's hard time limit, or
+    running a task revoked with terminate=True; remembers why, for their exit."""
+
+    def __init__(self, app: AsyncQ, slots: Slots, children: dict[int, BaseProcess],
+                 outage: Outage):
+        self.app = app
+        self.slots = slots
+        self.children = children  # the supervisor's, by slot
+        self.outage = outage
+        self.timed_out: set[int] = set()
+        self.terminated: set[int] = set()  # killed because their task was revoked
+
+    def killed_for(self, slot: int) -> str | None:
+        """Why the child in ``slot`` was killed here: 'timeout', 'revoked' or None."""
+        if slot in self.timed_out:
+            self.timed_out.discard(slot)
+            self.terminated.discard(slot)
+            return "timeout"
+        if slot in self.terminated:
+            self.terminated.discard(slot)
+            return "revoked"
+        return None
+
+    def enforce_time_limits(self) -> None:
+        """Kill children whose task is past its hard limit; their exit is then handled."""
+        now_ = time.monotonic()
+        for slot, process in self.children.items():
+            deadline = self.slots.deadline(slot)
+            if 0 < deadline <= now_ and slot not in self.timed_out and process.pid:
+                log.error("child %d (pid %d): hard time limit exceeded, killing it",
+                          slot, process.pid)
+                self.timed_out.add(slot)
+                self._kill(process)
+
+    def terminate_revoked(self) -> None:
+        """Kill the children whose running task was revoked with terminate=True."""
+        running = {slot: task_id for slot in self.children
+                   if (task_id := self.slots.running(slot))}
+        if running:
+            self.outage.once(lambda: self._terminate_revoked(running))
+
+    def _terminate_revoked(self, running: dict[int, str]) -> None:
+        pipe = self.app.broker.client.pipeline(transaction=False)
+        for task_id in running.values():
+            pipe.hmget(self.app.keys.task(task_id), "status", "terminate")
+        for (slot, task_id), (status, terminate) in zip(running.items(), pipe.execute(),
+                                                        strict=True):
+            process = self.children.get(slot)
+            if status == states.REVOKED.encode() and terminate == b"1" and process:
+                log.warning("Task %s revoked with terminate: killing child %d", task_id, slot)
+                self.terminated.add(slot)
+                self._kill(process)
+
+    @staticmethod
+    def _kill(process: BaseProcess) -> None:
+        if process.pid:
+            with suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)

@@ -29,6 +29,7 @@ from asyncq import states
 from asyncq.exceptions import NotRegistered, exception_type_name
 from asyncq.keys import PRIORITIES
 from asyncq.message import Message
+from asyncq.scripts import Script, execute
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -39,21 +40,7 @@ if TYPE_CHECKING:
 NOT_REGISTERED = exception_type_name(NotRegistered())
 
 
-# KEYS: dead-letter list.  ARGV: how many of the oldest entries to remove (-1: all).
-# New dead letters are LPUSHed at the head, so the oldest N are the N an operator
-# was shown and agreed to delete; any that arrived meanwhile are kept.
-# Returns {removed, left}.
-_PURGE = """
-local length = redis.call('LLEN', KEYS[1])
-local n = tonumber(ARGV[1])
-if n < 0 or n > length then n = length end
-if n == length then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('LTRIM', KEYS[1], 0, length - n - 1)
-end
-return {n, length - n}
-"""
+_PURGE = Script.load("purge_dead_letters")  # the oldest N, in one step
 
 
 @dataclass(frozen=True)
@@ -174,9 +161,8 @@ def purge(app: AsyncQ, oldest: int | None = None) -> tuple[int, int]:
 
     Returns (removed, left): those set aside after the caller counted stay.
     """
-    script = app.broker.client.register_script(_PURGE)
-    removed, left = script(keys=[app.keys.dead_letters()],
-                           args=[-1 if oldest is None else oldest])
+    removed, left = execute(app.broker.client, _PURGE.command(
+        [app.keys.dead_letters()], [-1 if oldest is None else oldest]))
     return int(removed), int(left)
 
 

@@ -1,0 +1,30 @@
+-- fetch: move the oldest messages of the highest priorities of one queue into a
+-- child's in-flight list for it. A child takes no more than its fair share of
+-- what waits in a list, so a shallow queue is spread over the children rather
+-- than hoarded by one; one EXISTS skips the priority lists when all are empty.
+-- KEYS[1]      the child's in-flight list for this queue
+-- KEYS[2..10]  the queue's lists for priorities 9 down to 1
+-- KEYS[11]     the queue's own list (priority 0)
+-- ARGV[1]      how many messages to take at most
+-- ARGV[2]      how many children share the work
+-- Returns the messages taken, in the order to run them; or, when the in-flight
+-- list is not empty (a lost answer left messages there: the caller holds
+-- nothing between batches), its length.
+local held = redis.call('LLEN', KEYS[1])
+if held > 0 then return held end
+local want, share, taken = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
+local function take_from(list)
+  local waiting = redis.call('LLEN', list)
+  if waiting == 0 then return end
+  local limit = math.min(want, #taken + math.max(1, math.floor(waiting / share)))
+  while #taken < limit do
+    local raw = redis.call('LMOVE', list, KEYS[1], 'RIGHT', 'LEFT')
+    if not raw then return end
+    taken[#taken + 1] = raw
+  end
+end
+if redis.call('EXISTS', unpack(KEYS, 2, 10)) > 0 then
+  for i = 2, 10 do take_from(KEYS[i]) end
+end
+take_from(KEYS[11])
+return taken

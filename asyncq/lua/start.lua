@@ -1,0 +1,22 @@
+-- start: mark the record of a task a child begins, unless the task already has a
+-- final state (SUCCESS, FAILURE, REVOKED): then this message is a duplicate.
+-- KEYS[1]  the task record
+-- ARGV[1]  worker id
+-- ARGV[2]  now (Unix seconds)
+-- ARGV[3]  record TTL (seconds), for a record that is missing (it expired)
+-- ARGV[4]  '1' if the task acknowledges late (acks_late), else '0'
+-- ARGV[5]  the status to show: 'STARTED', or '' to leave it as it is
+-- ARGV[6]  the call's args and kwargs as JSON, kept in the record ('' = don't:
+--          result_extended is off)
+-- Returns false; or, when the task is already final, {its status, the follow-up
+-- plan its record still holds ('' = none)}.
+local status, after = unpack(redis.call('HMGET', KEYS[1], 'status', 'after'))
+if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
+  return {status, after or ''}
+end
+local fields = {'worker', ARGV[1], 'started_at', ARGV[2], 'acks_late', ARGV[4]}
+if ARGV[5] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'status', ARGV[5] end
+redis.call('HSET', KEYS[1], unpack(fields))
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'call', ARGV[6]) end
+if not status then redis.call('EXPIRE', KEYS[1], ARGV[3]) end  -- else it keeps its TTL
+return false

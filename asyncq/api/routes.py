@@ -170,8 +170,8 @@ def generic_routes() -> Blueprint:
         options = submission_options(body) if not problem else {}
         if problem or isinstance(options, str):
             return error(422, problem or str(options))
-        try:
-            result = task.apply_async(args, kwargs, **options)
+        try:  # by name, as Celery's send_task: a call run() cannot take fails when it runs
+            result = queue_app().send_task(task.name, args, kwargs, **options)
         except EncodeError as exc:
             return error(422, str(exc))
         location = url_for("asyncq.result", task_id=result.id)

@@ -24,7 +24,7 @@ from asyncq.exceptions import ConfigurationError, NotRegistered
 from asyncq.keys import PRIORITIES, Keys
 from asyncq.message import MAX_ID_BYTES, as_timestamp, encode_message, new_task_id
 from asyncq.result import AsyncResult
-from asyncq.signals import Signal, import_modules
+from asyncq.signals import Signal, after_task_publish, before_task_publish, import_modules
 from asyncq.task import Task as BaseTask
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -119,8 +119,17 @@ class AsyncQ:
                     else as_timestamp(expires) if expires is not None else None)
         message = encode_message(task_id, name, list(args or ()), dict(kwargs or {}), queue,
                                  eta=due, expires=deadline, priority=priority or None)
+        publishing = bool(before_task_publish.receivers or after_task_publish.receivers)
+        if publishing:  # Celery's publish signals, with its argument names
+            headers = {"id": task_id, "task": name, "eta": due, "expires": deadline}
+            before_task_publish.send(sender=name, body=message, exchange="", routing_key=queue,
+                                     headers=headers, properties={}, declare=[],
+                                     retry_policy=None)
         self.broker.enqueue(task_id, name, queue, message, eta=due, priority=priority or 0,
                             fresh=fresh)
+        if publishing:
+            after_task_publish.send(sender=name, body=message, exchange="", routing_key=queue,
+                                    headers=headers)
         return AsyncResult(task_id, app=self, task_name=name)
 
     # -- configuration, as Celery loads it -------------------------------------

@@ -373,6 +373,17 @@ class Broker:
         self.events.flush(self.client)
         return True
 
+    def acknowledge(self, message: Message, inflight: str) -> None:
+        """Drop the message from its in-flight list, storing nothing (a task that
+        raised Ignore keeps whatever state it set itself)."""
+        self._run(("LREM", inflight, 1, message.raw))
+
+    def put_back(self, message: Message, inflight: str) -> bool:
+        """Move a held message back to the head of its queue (Reject(requeue=True));
+        False if it was no longer held."""
+        queue = self.keys.queue(message.queue, message.priority)
+        return bool(self._run(self._put_back.command([inflight, queue], [message.raw])))
+
     def dead_letter(self, raw: bytes, inflight: str, failure: Mapping[str, str] | None,
                     task_id: str | None) -> bool:
         """Set an unrunnable message aside, and fail its task where the id is known

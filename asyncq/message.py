@@ -9,7 +9,6 @@ it back with ``Message.decode``, which says why when the bytes are not one of ou
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
@@ -18,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from asyncq.keys import PRIORITIES
-from asyncq.serialization import dumps
+from asyncq.serialization import dumps, loads
 
 MAX_ID_BYTES = 64  # task ids up to this size (a uuid4 is 36); workers share them in memory
 
@@ -81,7 +80,7 @@ class Message:
 
     def call(self) -> str:
         """Its args and kwargs as JSON, as a record keeps them (``result_extended``)."""
-        return json.dumps({"args": self.args, "kwargs": self.kwargs})
+        return dumps({"args": self.args, "kwargs": self.kwargs}, "the task's arguments")
 
     def retried(self) -> bytes:
         """The message for the next try: the same, with ``retries`` one higher."""
@@ -89,9 +88,10 @@ class Message:
 
 
 def parse_json(raw: bytes) -> Any:
-    """json.loads, with every way it can fail (bad UTF-8, deep nesting) as ValueError."""
+    """JSON (with Celery's tagged datetimes, Decimals, UUIDs), with every way it can fail
+    (bad UTF-8, deep nesting, a bad tagged value) as ValueError."""
     try:
-        return json.loads(raw)
+        return loads(raw)
     except (ValueError, RecursionError) as exc:  # ValueError includes UnicodeDecodeError
         raise ValueError(f"not JSON: {type(exc).__name__}: {exc}"[:300]) from None
 

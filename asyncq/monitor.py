@@ -88,6 +88,7 @@ class Monitor:
                 "pid": int(beat["pid"]) if "pid" in beat else None,
                 "concurrency": int(beat.get("concurrency", concurrency)),
                 "queues": [q for q in beat.get("queues", "").split(",") if q],
+                "tasks": [t for t in beat.get("tasks", "").split(",") if t],
                 "heartbeat": heartbeat,
                 "heartbeat_age": round(time.time() - heartbeat, 3) if heartbeat else None,
                 "done": counters.done.get(worker_id, 0), "active": [], "reserved": [],

@@ -144,7 +144,8 @@ class Presence:
         pipe.hset(keys.worker(self.worker_id), mapping={
             "id": self.worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
             "concurrency": self.registration.concurrency,
-            "queues": ",".join(self.registration.queues), "heartbeat": now()})
+            "queues": ",".join(self.registration.queues), "heartbeat": now(),
+            "tasks": ",".join(sorted(self.app.tasks))})
         pipe.expire(keys.worker(self.worker_id), max(1, round(conf.worker_lost_after)))
         pipe.hset(keys.workers(), self.worker_id, self.registration.as_json())
         pipe.execute()

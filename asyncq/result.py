@@ -85,7 +85,7 @@ class AsyncResult:
         is no record to wait for, TimeoutError when ``timeout`` passes first.
         """
         record = self._wait(timeout)
-        if propagate and record.get("status") in (states.FAILURE, states.REVOKED):
+        if propagate and record.get("status") in states.PROPAGATE_STATES:
             raise _outcome(record)
         return _outcome(record)
 
@@ -188,7 +188,7 @@ def _outcome(record: dict[str, str]) -> Any:
     status = record.get("status")
     if status == states.SUCCESS:
         return loads(record.get("result"))
-    if status in (states.FAILURE, states.REVOKED, states.RETRY) and "exc_type" in record:
+    if status in states.EXCEPTION_STATES and "exc_type" in record:
         return rebuild_exception(record["exc_type"], record.get("exc_message", ""))
     if status in (states.PENDING, states.STARTED, None):
         return None

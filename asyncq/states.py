@@ -17,9 +17,9 @@ REJECTED = "REJECTED"  # the task raised Reject(requeue=False): its message is a
 IGNORED = "IGNORED"  # the task raised Ignore: no state stored for it (eager results only)
 RECEIVED = "RECEIVED"  # Celery's state for a message a worker took; asyncq shows PENDING
 
-READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED, REJECTED})
 UNREADY_STATES = frozenset({PENDING, RECEIVED, STARTED, RETRY})
-EXCEPTION_STATES = frozenset({RETRY, FAILURE, REVOKED})
-PROPAGATE_STATES = frozenset({FAILURE, REVOKED})
+EXCEPTION_STATES = frozenset({RETRY, FAILURE, REVOKED, REJECTED})
+PROPAGATE_STATES = frozenset({FAILURE, REVOKED, REJECTED})
 ALL_STATES = frozenset({PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED,
                         REJECTED})

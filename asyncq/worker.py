@@ -27,20 +27,22 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
-from asyncq import states
+from asyncq import signals, states
 from asyncq.broker import LeftoversHeld, failure_fields, now
 from asyncq.canvas import follow_ups, gathered_args
 from asyncq.events import EVENTS_FLUSH, NoteReader, NoteWriter
 from asyncq.exceptions import (
     EncodeError,
+    Ignore,
     NotRegistered,
+    Reject,
     Retry,
     SoftTimeLimitExceeded,
     TimeLimitExceeded,
@@ -143,11 +145,17 @@ class _Stop(Exception):
 @dataclass
 class Outcome:
     """What running a task came to: its new state's record fields, when to try
-    again if it is a retry, and how long the function ran (seconds)."""
+    again if it is a retry, how long the function ran (seconds), and what the
+    task's hooks are told (its return value or its exception, and the traceback)."""
 
     fields: dict[str, str]
     retry_at: float | None = None
     runtime: float | None = None  # None: it never ran (expired)
+    value: Any = None
+    einfo: str | None = None
+    # "store" the state; or, as the task asked by raising Ignore or Reject: "ignore"
+    # (store nothing), "reject" (REJECTED, the message kept as a dead letter), "requeue".
+    disposal: str = "store"
 
 
 class Child:
@@ -182,7 +190,13 @@ class Child:
         signal.signal(signal.SIGTERM, self.on_sigterm)
         signal.signal(signal.SIGALRM, self.on_soft_time_limit)
         self.app.reset_connection()  # a connection of our own, not the parent's
-        parent = os.getppid()
+        signals.worker_process_init.send(sender=None)
+        try:
+            self.loop(os.getppid())
+        finally:
+            signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+
+    def loop(self, parent: int) -> None:
         done = 0
         with suppress(_Stop):
             while not self.stopping and not self.had_enough(done):
@@ -232,19 +246,38 @@ class Child:
         except (ValueError, NotRegistered) as exc:
             self.dead_letter(raw, exc)
             return
+        request = self.request(message)
+        signals.task_received.send(sender=self, request=request)
         if message.expired():
             log.warning("Task %s[%s] expired before it started: revoked", task.name, message.id)
             self.end(message, Outcome(revoked_fields("expired")), keep_result=True)
+            signals.task_revoked.send(sender=task, request=request, terminated=False,
+                                      signum=None, expired=True)
             return
-        if not self.start(task, message):
+        if not self.start(task, message, request):
             return
         self.pool.slots.show_running(self.slot, message.id)
-        outcome = self.execute(task, message)
+        outcome = self.execute(task, message, request)
         self.pool.slots.show_running(self.slot, "")
-        self.end(message, outcome, keep_result=not task.ignore_result)
+        failed = outcome.fields.get("status") == states.FAILURE
+        self.end(message, outcome, keep_result=not task.ignore_result or
+                 (failed and task.store_errors_even_if_ignored))
+        self.call_hooks(task, request, outcome)
+
+    def request(self, message: Message) -> Request:
+        """``self.request`` for the task, with Celery's fields."""
+        body = message.body
+        return Request(id=message.id, task=message.task, args=message.args,
+                       kwargs=message.kwargs, retries=message.retries,
+                       hostname=self.worker_id, called_directly=False,
+                       eta=body.get("eta"), expires=body.get("expires"),
+                       root_id=body.get("root_id"), parent_id=body.get("parent_id"),
+                       group=body.get("group"),
+                       delivery_info={"routing_key": message.queue,
+                                      "priority": message.priority})
 
     # -- the steps of one task ----------------------------------------------
-    def start(self, task: Task, message: Message) -> bool:
+    def start(self, task: Task, message: Message, request: Request) -> bool:
         """Mark the task started; False when it already has a final state (a duplicate)."""
         self.notes.note("received", message.id, task.name, self.worker_id,
                         retries=message.retries, more=task.track_started)
@@ -257,55 +290,107 @@ class Child:
             log.warning("Task %s[%s] already %s: not run again", task.name, message.id, final)
             self.notes.note("rejected", message.id, task.name, self.worker_id,
                             reason=f"already {final}")
+            if final == states.REVOKED:
+                signals.task_revoked.send(sender=task, request=request, terminated=False,
+                                          signum=None, expired=False)
             return False
         log.info("Task %s[%s] received", task.name, message.id)
         return True
 
-    def execute(self, task: Task, message: Message) -> Outcome:
+    def execute(self, task: Task, message: Message, request: Request) -> Outcome:
         """Run the task under its time limits: its new state, or a retry."""
-        args = self.outage.run(lambda: gathered_args(self.app, message))  # a chord body's
-        request = Request(id=message.id, args=args, kwargs=message.kwargs,
-                          retries=message.retries, hostname=self.worker_id,
-                          called_directly=False, delivery_info={"routing_key": message.queue})
+        request.args = self.outage.run(lambda: gathered_args(self.app, message))  # a chord's
+        signals.task_prerun.send(sender=task, task_id=message.id, task=task,
+                                 args=request.args, kwargs=request.kwargs)
         began = time.monotonic()
-        fields, retry_at = self.call(task, message, request)
-        return Outcome(fields, retry_at, time.monotonic() - began)
-
-    def call(self, task: Task, message: Message,
-             request: Request) -> tuple[dict[str, str], float | None]:
-        """The function itself: the record fields of its outcome, and when to try
-        again if it asked for (or earned) a retry."""
-        started = time.monotonic()
         self.arm_time_limits(task)
         try:
-            value = task.run_with(request, request.args, message.kwargs)
+            task.before_start(message.id, request.args, request.kwargs)
+            value = task.run_with(request, request.args, request.kwargs)
             result = dumps(value, f"the result of task {task.name!r}")
         except Retry as retry:
             self.disarm_time_limits()
-            return self.retry_fields(task, message, retry.exc or retry, retry.eta), retry.eta
+            outcome = self.retried(task, message, retry.exc or retry, retry.eta)
+        except (Ignore, Reject) as asked:
+            self.disarm_time_limits()
+            outcome = self.set_aside(task, message, asked)
         except Exception as exc:  # any error of the task is its FAILURE (or a retry)
             self.disarm_time_limits()
-            retry_at = (task.next_try(message.retries, exc)
-                        if isinstance(exc, task.autoretry_for) else None)
-            if retry_at is not None:
-                return self.retry_fields(task, message, exc, retry_at), retry_at
-            log.error("Task %s[%s] raised %s: %s", task.name, message.id,
-                      type(exc).__name__, exc)
-            tb = "" if isinstance(exc, EncodeError) else task_traceback(exc)
-            return failure_fields(exc, tb), None
-        finally:
+            outcome = self.failed(task, message, exc)
+        else:
             self.disarm_time_limits()
-        runtime = time.monotonic() - started
-        log.info("Task %s[%s] succeeded in %.3fs: %s", task.name, message.id, runtime,
-                 _shorten(result))
-        return {"status": states.SUCCESS, "result": result, "finished_at": now(),
-                "runtime": f"{runtime:.6f}"}, None
+            runtime = time.monotonic() - began
+            log.info("Task %s[%s] succeeded in %.3fs: %s", task.name, message.id, runtime,
+                     _shorten(result))
+            outcome = Outcome({"status": states.SUCCESS, "result": result,
+                               "finished_at": now(), "runtime": f"{runtime:.6f}"},
+                              value=value)
+        outcome.runtime = time.monotonic() - began
+        return outcome
+
+    def retried(self, task: Task, message: Message, reason: BaseException,
+                eta: float) -> Outcome:
+        return Outcome(self.retry_fields(task, message, reason, eta), eta, value=reason,
+                       einfo=task_traceback(reason))
+
+    def failed(self, task: Task, message: Message, exc: Exception) -> Outcome:
+        """FAILURE, or a retry when the error is one the task retries by itself."""
+        retry_at = task.next_try(message.retries, exc) if task.autoretries(exc) else None
+        if retry_at is not None:
+            return self.retried(task, message, exc, retry_at)
+        expected = isinstance(exc, tuple(task.throws or ()))  # Celery's throws: no alarm
+        log.log(logging.INFO if expected else logging.ERROR, "Task %s[%s] raised %s%s: %s",
+                task.name, message.id, "expected " if expected else "",
+                type(exc).__name__, exc)
+        tb = "" if isinstance(exc, EncodeError) else task_traceback(exc)
+        return Outcome(failure_fields(exc, tb), value=exc, einfo=tb)
+
+    def set_aside(self, task: Task, message: Message, asked: Ignore | Reject) -> Outcome:
+        """The task raised Ignore (no state stored) or Reject (REJECTED and a dead
+        letter, or back on its queue with ``requeue=True``), as in Celery."""
+        if isinstance(asked, Ignore):
+            log.info("Task %s[%s] ignored", task.name, message.id)
+            return Outcome({}, disposal="ignore")
+        how = "requeue" if asked.requeue else "reject"
+        log.warning("Task %s[%s] rejected (%s): %s", task.name, message.id,
+                    "requeued" if asked.requeue else "kept as a dead letter", asked.reason)
+        return Outcome({"status": states.REJECTED, "exc_type": exception_type_name(asked),
+                        "exc_message": str(asked.reason or ""), "finished_at": now()},
+                       value=asked, disposal=how)
+
+    def call_hooks(self, task: Task, request: Request, outcome: Outcome) -> None:
+        """After the state is stored, as in Celery: the task's hooks, then the signals.
+        A hook or receiver that raises is logged; the task's outcome stands."""
+        task_id, args, kwargs = str(request.id), request.args, request.kwargs
+        state = states.IGNORED if outcome.disposal == "ignore" else outcome.fields["status"]
+        value, einfo = outcome.value, outcome.einfo
+        with _logged("a hook of task " + task.name):
+            if state == states.SUCCESS:
+                task.on_success(value, task_id, args, kwargs)
+            elif state == states.RETRY:
+                task.on_retry(value, task_id, args, kwargs, einfo)
+            elif state == states.FAILURE:
+                task.on_failure(value, task_id, args, kwargs, einfo)
+            if state != states.RETRY:
+                task.after_return(state, value, task_id, args, kwargs, einfo)
+        if state == states.SUCCESS:
+            signals.task_success.send(sender=task, result=value)
+        elif state == states.RETRY:
+            signals.task_retry.send(sender=task, request=request, reason=value, einfo=einfo)
+        elif state == states.FAILURE:
+            signals.task_failure.send(sender=task, task_id=task_id, exception=value,
+                                      args=args, kwargs=kwargs, traceback=einfo, einfo=einfo)
+        signals.task_postrun.send(sender=task, task_id=task_id, task=task, args=args,
+                                  kwargs=kwargs, retval=value, state=state)
 
     def end(self, message: Message, outcome: Outcome, keep_result: bool) -> None:
         """Store the task's new state, then acknowledge its message (the broker does
         both, in that order); note it, if this stored it."""
         broker, fields = self.app.broker, outcome.fields
         retry_at, runtime = outcome.retry_at, outcome.runtime
+        if outcome.disposal != "store":
+            self.dispose(message, outcome)
+            return
         if retry_at is not None:
             stored = self.outage.run(lambda: broker.retry(message, self.inflight, retry_at,
                                                           fields))
@@ -318,6 +403,18 @@ class Child:
                                                            keep_result, after))
         if stored:
             self.note_end(message, fields, runtime)
+
+    def dispose(self, message: Message, outcome: Outcome) -> None:
+        """Ignore: acknowledge only. Reject: REJECTED, and the message kept as a dead
+        letter (or put back on its queue, with requeue=True)."""
+        broker = self.app.broker
+        if outcome.disposal == "ignore":
+            self.outage.run(lambda: broker.acknowledge(message, self.inflight))
+        elif outcome.disposal == "requeue":
+            self.outage.run(lambda: broker.put_back(message, self.inflight))
+        elif self.outage.run(lambda: broker.dead_letter(message.raw, self.inflight,
+                                                        outcome.fields, message.id)):
+            self.note_end(message, outcome.fields, outcome.runtime)
 
     def dead_letter(self, raw: bytes, exc: Exception) -> None:
         """Set a message we cannot run aside; fail its task when we know its id."""
@@ -364,6 +461,15 @@ class Child:
     def disarm_time_limits(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         self.pool.slots.set_deadline(self.slot, 0.0)
+
+
+@contextmanager
+def _logged(what: str) -> Iterator[None]:
+    """Log an exception of user code that must not change a task's outcome."""
+    try:
+        yield
+    except Exception:
+        log.exception("%s raised", what)
 
 
 def _guess_field(raw: bytes, name: str) -> str | None:
@@ -431,6 +537,7 @@ class Supervisor:
     def run(self) -> int:
         """Run until shut down; the exit status is 0 after a warm shutdown, 1 after a cold one."""
         self.install_signal_handlers()
+        signals.worker_init.send(sender=self)
         if not self.wait_for_redis() or self.presence.name_taken():
             return 1
         previous = self.presence.previous()
@@ -439,6 +546,7 @@ class Supervisor:
         for slot in range(self.concurrency):
             self.spawn(slot)
         log.info("%s ready.", self.worker_id)
+        signals.worker_ready.send(sender=self)
         try:
             self.supervise()
         except BaseException:
@@ -447,6 +555,7 @@ class Supervisor:
             self.signal_children(signal.SIGKILL)
             raise
         self.say_goodbye()
+        signals.worker_shutdown.send(sender=self)
         return 1 if self.stop_requests >= 2 else 0
 
     def supervise(self) -> None:
@@ -549,6 +658,9 @@ class Supervisor:
         if self.stop_requests == self.stops_applied:
             return
         self.stops_applied = self.stop_requests
+        cold = self.stop_requests > 1
+        signals.worker_shutting_down.send(sender=self.worker_id, sig="SIGTERM",
+                                          how="Cold" if cold else "Warm", exitcode=int(cold))
         if self.stop_requests == 1:
             log.info("warm shutdown: finishing running tasks (signal again for a cold shutdown)")
             self.signal_children(signal.SIGTERM)

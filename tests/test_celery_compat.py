@@ -474,3 +474,205 @@ def test_inspect_active_reserved_scheduled_registered_stats_and_ping(
 
     stats = json.loads(inspect("stats", "--json").stdout)[name]
     assert (stats["pid"], stats["pool"]["max-concurrency"]) == (worker.pid, 1)
+
+
+# -- in the worker: hooks, signals, Reject and Ignore, typed arguments -------------------
+WORKER_APP = """
+    import datetime
+    import decimal
+    import uuid
+
+    import redis
+    from celery import Celery
+    from celery.exceptions import Ignore, Reject
+    from celery.signals import (after_task_publish, before_task_publish, task_failure,
+                                task_postrun, task_prerun, task_success, worker_init,
+                                worker_process_init, worker_ready, worker_shutdown)
+
+    app = Celery('workerapp', broker=BROKER_URL)
+    heard = redis.Redis.from_url(BROKER_URL)  # what the worker saw, for the test to read
+
+
+    def say(*words):
+        heard.rpush('heard', ' '.join(str(word) for word in words))
+
+
+    @worker_init.connect
+    def on_worker_init(sender=None, **kwargs):
+        say('worker_init')
+
+
+    @worker_process_init.connect
+    def on_process_init(**kwargs):
+        say('worker_process_init')
+
+
+    @worker_ready.connect
+    def on_ready(sender=None, **kwargs):
+        say('worker_ready')
+
+
+    @worker_shutdown.connect
+    def on_shutdown(sender=None, **kwargs):
+        say('worker_shutdown')
+
+
+    @task_prerun.connect
+    def on_prerun(sender=None, task_id=None, task=None, args=None, **kwargs):
+        say('task_prerun', task.name, args)
+
+
+    @task_postrun.connect
+    def on_postrun(sender=None, task_id=None, task=None, retval=None, state=None, **kwargs):
+        say('task_postrun', task.name, state)
+
+
+    @task_success.connect
+    def on_success(sender=None, result=None, **kwargs):
+        say('task_success', sender.name, result)
+
+
+    @task_failure.connect
+    def on_failure(sender=None, exception=None, **kwargs):
+        say('task_failure', sender.name, repr(exception))
+
+
+    class Audited(app.Task):
+        def on_success(self, retval, task_id, args, kwargs):
+            say('hook on_success', self.name, retval)
+
+        def on_failure(self, exc, task_id, args, kwargs, einfo):
+            say('hook on_failure', self.name, type(exc).__name__, 'Traceback' in einfo)
+
+        def after_return(self, status, retval, task_id, args, kwargs, einfo):
+            say('hook after_return', self.name, status)
+
+
+    @app.task(base=Audited, name='workerapp.add')
+    def add(x, y):
+        return x + y
+
+
+    @app.task(base=Audited, name='workerapp.fails', throws=(KeyError,))
+    def fails():
+        raise KeyError('expected')
+
+
+    @app.task(name='workerapp.kinds')
+    def kinds(when, price, ident):
+        return [type(when).__name__, type(price).__name__, type(ident).__name__,
+                when + datetime.timedelta(days=1), price * 2, ident]
+
+
+    @app.task(bind=True, name='workerapp.ignored')
+    def ignored(self):
+        self.update_state(state='HALFWAY', meta={'done': 1})
+        raise Ignore()
+
+
+    @app.task(name='workerapp.rejected')
+    def rejected():
+        raise Reject('bad input', requeue=False)
+
+
+    @app.task(name='workerapp.flaky', autoretry_for=(ConnectionError,),
+              dont_autoretry_for=(ConnectionRefusedError,),
+              retry_kwargs={'max_retries': 1, 'countdown': 0})
+    def flaky(refused):
+        raise (ConnectionRefusedError if refused else ConnectionError)('down')
+
+
+    published = []
+
+
+    @before_task_publish.connect
+    def on_publish(sender=None, routing_key=None, headers=None, **kwargs):
+        published.append((sender, routing_key, headers['id']))
+    """
+
+
+@pytest.fixture
+def workerapp(project, run_worker, client):
+    project.write("workerapp.py", WORKER_APP)
+    worker = run_worker("workerapp", "--concurrency=1")
+    return project.import_module("workerapp"), worker
+
+
+def heard(client) -> list[str]:
+    return [line.decode() for line in client.lrange("heard", 0, -1)]
+
+
+def test_worker_signals_and_task_hooks_are_sent_where_celery_sends_them(workerapp, client):
+    module, worker = workerapp
+    from tests.conftest import wait_until
+
+    result = module.add.delay(2, 3)
+    assert result.get(timeout=10) == 5
+    # the publish signal, in the caller
+    assert module.published == [("workerapp.add", "celery", result.id)]
+    # then, in the worker: hooks after the state is stored, then the signals
+    wait_until(lambda: "task_postrun workerapp.add SUCCESS" in heard(client),
+               "task_postrun for add")
+    lines = heard(client)
+    assert lines[:3] == ["worker_init", "worker_process_init", "worker_ready"] or \
+        lines[:3] == ["worker_init", "worker_ready", "worker_process_init"]
+    task_lines = [line for line in lines if not line.startswith("worker_")]
+    assert task_lines == ["task_prerun workerapp.add [2, 3]", "hook on_success workerapp.add 5",
+                          "hook after_return workerapp.add SUCCESS",
+                          "task_success workerapp.add 5", "task_postrun workerapp.add SUCCESS"]
+
+    client.delete("heard")
+    failed = module.fails.delay()
+    assert failed.get(timeout=10, propagate=False).__class__.__name__ == "KeyError"
+    wait_until(lambda: any(line.startswith("task_postrun workerapp.fails") for line in
+                           heard(client)), "task_postrun for fails")
+    assert heard(client)[1:4] == ["hook on_failure workerapp.fails KeyError True",
+                                  "hook after_return workerapp.fails FAILURE",
+                                  "task_failure workerapp.fails KeyError('expected')"]
+    # throws=(KeyError,): an expected error is logged at INFO, without alarm
+    worker.wait_for(r"INFO/.*Task workerapp\.fails\[.*\] raised expected KeyError")
+
+    worker.stop()
+    assert "worker_shutdown" in heard(client)
+
+
+def test_datetime_decimal_and_uuid_arguments_arrive_with_their_types(workerapp):
+    module, _ = workerapp
+    when = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+    ident = uuid.uuid4()
+    got = module.kinds.delay(when, Decimal("1.25"), ident).get(timeout=10)
+    assert got == ["datetime", "Decimal", "UUID", when + dt.timedelta(days=1),
+                   Decimal("2.50"), ident]
+
+
+def test_ignore_stores_nothing_and_reject_keeps_a_dead_letter(workerapp, client):
+    module, worker = workerapp
+    from tests.conftest import DEAD_LETTERS, wait_until
+
+    # Ignore: the message is acknowledged; the state stays what the task set itself
+    ignored = module.ignored.delay()
+    worker.wait_for(rf"Task workerapp\.ignored\[{ignored.id}\] ignored")
+    assert ignored.state == "HALFWAY"
+    wait_until(lambda: not any(client.llen(key) for key in client.scan_iter("*inflight*")),
+               "the ignored task's message acknowledged")
+
+    # Reject(requeue=False): REJECTED, and the message kept as a dead letter
+    rejected = module.rejected.delay()
+    with pytest.raises(Exception, match="bad input") as error:
+        rejected.get(timeout=10)
+    assert type(error.value).__name__ == "Reject"
+    assert rejected.state == "REJECTED"
+    [letter] = client.lrange(DEAD_LETTERS, 0, -1)
+    assert rejected.id.encode() in letter
+
+
+def test_retry_kwargs_and_dont_autoretry_for_in_the_worker(workerapp):
+    module, worker = workerapp
+    # ConnectionError retries once (retry_kwargs max_retries=1), then fails
+    retried = module.flaky.delay(False)
+    assert isinstance(retried.get(timeout=15, propagate=False), ConnectionError)
+    assert worker.count(rf"Task workerapp\.flaky\[{retried.id}\] retry") == 1
+    # ConnectionRefusedError is excluded: no retry at all
+    refused = module.flaky.delay(True)
+    assert isinstance(refused.get(timeout=10, propagate=False), ConnectionRefusedError)
+    assert worker.count(rf"Task workerapp\.flaky\[{refused.id}\] retry") == 0

@@ -19,7 +19,7 @@ import click
 import redis
 from redis.exceptions import RedisClusterException
 
-from asyncq import __version__, states
+from asyncq import __version__, signals, states
 from asyncq.app import AsyncQ
 from asyncq.cli import deadletters, watch
 from asyncq.cli.devserver import run_dev
@@ -27,6 +27,7 @@ from asyncq.connection import describe_url, redis_from_url
 from asyncq.loader import AppNotFound, find_app
 from asyncq.monitor import Monitor, describe
 from asyncq.outage import REDIS_DOWN
+from asyncq.utils.log import TASK_LOGGER
 from asyncq.worker import Supervisor, WorkerOptions
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
@@ -166,8 +167,8 @@ def check_credentials(app: AsyncQ) -> None:
 def worker(ctx: click.Context, concurrency: int | None, queues: str, hostname: str,
            loglevel: str, max_tasks_per_child: int | None, task_events: bool | None) -> None:
     """Start a prefork worker: a supervisor and --concurrency children."""
-    logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
     app = load(ctx)
+    set_up_logging(loglevel.upper())
     app.import_task_modules()  # include, imports, autodiscovered packages
     if app.conf.not_used:
         unused = ", ".join(sorted(app.conf.not_used))
@@ -183,6 +184,19 @@ def worker(ctx: click.Context, concurrency: int | None, queues: str, hostname: s
     supervisor = Supervisor(app, options)
     click.echo(banner(app, supervisor), err=True)
     sys.exit(supervisor.run())
+
+
+def set_up_logging(level: str) -> None:
+    """As Celery does: a ``setup_logging`` receiver replaces asyncq's logging set-up;
+    otherwise log to stderr and tell ``after_setup_logger`` receivers."""
+    options = {"loglevel": level, "logfile": None, "format": LOG_FORMAT, "colorize": False}
+    if signals.setup_logging.receivers:
+        signals.setup_logging.send(sender=None, **options)
+        return
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    signals.after_setup_logger.send(sender=None, logger=logging.getLogger(), **options)
+    signals.after_setup_task_logger.send(sender=None, logger=logging.getLogger(TASK_LOGGER),
+                                         **options)
 
 
 @main.command()
@@ -389,7 +403,7 @@ _inspect_form("reserved", "Tasks each worker has taken but not started.",
 _inspect_form("scheduled", "Tasks waiting for their ETA in the queues each worker reads.",
               lambda app, worker: watch.scheduled_requests(app, worker))
 _inspect_form("registered", "The tasks each worker knows.",
-              lambda app, worker: worker.get("tasks") or sorted(app.tasks))
+              lambda app, worker: worker.get("tasks", []))
 _inspect_form("stats", "Each worker's pid, pool, queues and tasks done.",
               lambda app, worker: watch.celery_stats(app, worker))
 _inspect_form("ping", "Which workers are alive (their heartbeat is fresh).",

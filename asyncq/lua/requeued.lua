@@ -6,7 +6,8 @@
 -- ARGV[2]  '1' to count a redelivery
 -- Returns 1 if the task was not final, else 0.
 local status, started = unpack(redis.call('HMGET', KEYS[1], 'status', 'started_at'))
-if not status or status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
+if not status or status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED'
+    or status == 'REJECTED' then
   return 0
 end
 if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[1], 'redeliveries', 1) end

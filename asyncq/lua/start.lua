@@ -1,5 +1,5 @@
 -- start: mark the record of a task a child begins, unless the task already has a
--- final state (SUCCESS, FAILURE, REVOKED): then this message is a duplicate.
+-- final state (SUCCESS, FAILURE, REVOKED, REJECTED): then this message is a duplicate.
 -- KEYS[1]  the task record
 -- ARGV[1]  worker id
 -- ARGV[2]  now (Unix seconds)
@@ -11,7 +11,8 @@
 -- Returns false; or, when the task is already final, {its status, the follow-up
 -- plan its record still holds ('' = none)}.
 local status, after = unpack(redis.call('HMGET', KEYS[1], 'status', 'after'))
-if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
+if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED'
+    or status == 'REJECTED' then
   return {status, after or ''}
 end
 local fields = {'worker', ARGV[1], 'started_at', ARGV[2], 'acks_late', ARGV[4]}

@@ -1,5 +1,5 @@
 -- store: write a task's new state, unless its record holds a final one (SUCCESS,
--- FAILURE, REVOKED): so every task ends exactly once. All states go through
+-- FAILURE, REVOKED, REJECTED): so every task ends exactly once. All states go through
 -- here: a final state from the task's end, a revocation, a lost or dead-lettered
 -- task, a RETRY, and custom states such as PROGRESS.
 -- KEYS[1]    the task record
@@ -17,7 +17,8 @@
 -- by which a finish tried again after a lost answer recognises its own}.
 local status, after, finished = unpack(
   redis.call('HMGET', KEYS[1], 'status', 'after', 'finished_at'))
-if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then
+if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED'
+    or status == 'REJECTED' then
   return {0, after or '', finished or ''}
 end
 if ARGV[1] == '' and not status then return {0, '', ''} end

@@ -6,11 +6,14 @@ import difflib
 import fnmatch
 import importlib
 import math
+import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar, overload
+from typing import Any, NoReturn, TypeVar, overload
 
 import redis
 from redis.cluster import RedisCluster
@@ -18,7 +21,7 @@ from redis.cluster import RedisCluster
 from asyncq.broker import Broker
 from asyncq.celery_settings import CELERY_SETTINGS, OLD_NAMES
 from asyncq.config import Settings
-from asyncq.connection import redis_from_url
+from asyncq.connection import describe_url, redis_from_url, same_server
 from asyncq.current import all_apps, current_app, set_current_app
 from asyncq.exceptions import ConfigurationError, NotRegistered
 from asyncq.keys import PRIORITIES, Keys
@@ -187,6 +190,24 @@ class AsyncQ:
             self.finalized = True
             self.on_after_finalize.send(sender=self)
 
+    # -- the command line, from the app's own module (python proj.py worker) ----------
+    def start(self, argv: list[str] | None = None) -> NoReturn:
+        """Celery's ``app.start()``: run the ``asyncq`` command for this app, as
+        ``asyncq -A <this module> ...``. It replaces this process (exec), so the
+        command loads the app as it always does; the core never imports the CLI."""
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if argv and argv[0] in ("celery", "asyncq"):
+            argv = argv[1:]  # Celery takes argv with or without the program's name
+        module, folder = main_module()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [folder, os.environ.get("PYTHONPATH", "")]))}
+        os.execve(sys.executable, [sys.executable, "-m", "asyncq", "-A", module, *argv], env)
+
+    def worker_main(self, argv: list[str] | None = None) -> NoReturn:
+        """Celery's ``app.worker_main(argv=['worker', '--loglevel=INFO'])``."""
+        argv = list(sys.argv[1:] if argv is None else argv)
+        self.start(argv if argv[:1] == ["worker"] else ["worker", *argv])
+
     def route(self, name: str) -> str:
         """The queue for a task: ``task_routes`` (by name or glob), else the task's own
         ``queue`` option, else ``task_default_queue``."""
@@ -223,10 +244,12 @@ class AsyncQ:
         """A client for the broker URL: redis://, redis+sentinel:// or redis+cluster://."""
         url = self.conf.broker
         backend = self.conf.result_backend
-        if backend and backend != url:
+        if backend and backend != url and not same_server(backend, url):
             raise ConfigurationError(
-                f"backend {backend!r} differs from broker {url!r}: asyncq stores results "
-                "beside the queues, so that queueing and recording are one step")
+                f"backend {describe_url(backend)!r} is another server than broker "
+                f"{describe_url(url)!r}: asyncq stores results beside the queues, so that "
+                "a queued message always has its record (a backend on the broker's server, "
+                "another database number, is accepted)")
         return redis_from_url(url, health_check_interval=30)
 
     def reset_connection(self) -> None:
@@ -235,6 +258,18 @@ class AsyncQ:
 
 
 Celery = AsyncQ
+
+
+def main_module() -> tuple[str, str]:
+    """The module name ``-A`` should load for the running program, and the folder to
+    find it in: ``python proj.py`` is module ``proj``; ``python -m proj.celery`` is
+    ``proj.celery``."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return spec.name.removesuffix(".__main__"), os.getcwd()
+    path = Path(getattr(main, "__file__", "") or "app.py").resolve()
+    return path.stem, str(path.parent)
 
 
 def symbol_by_name(name: str) -> Any:

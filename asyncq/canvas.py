@@ -23,7 +23,7 @@ from asyncq import states
 from asyncq.current import current_app
 from asyncq.keys import PRIORITIES
 from asyncq.message import Message, encode_body, new_task_id
-from asyncq.result import AsyncResult
+from asyncq.result import AsyncResult, EagerResult
 from asyncq.scripts import Command, Script
 
 if TYPE_CHECKING:
@@ -57,8 +57,15 @@ class Signature:
     def apply_async(self, args: Any = (), kwargs: dict[str, Any] | None = None,
                     **options: Any) -> AsyncResult:
         """Send it; extra ``args`` go in front (unless immutable), as in Celery."""
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs)
         args, kwargs = self.merged(args, kwargs)
         return self.app.send_task(self.task, args, kwargs, **{**self.options, **options})
+
+    def apply(self, args: Any = (), kwargs: dict[str, Any] | None = None) -> EagerResult:
+        """Run it here and now (Celery's ``Signature.apply``): an EagerResult."""
+        args, kwargs = self.merged(args, kwargs)
+        return self.app.registered(self.task).apply(args, kwargs)
 
     def merged(self, args: Any = (), kwargs: dict[str, Any] | None = None
                ) -> tuple[list[Any], dict[str, Any]]:
@@ -109,8 +116,23 @@ class Chain:
     def delay(self, *args: Any) -> AsyncResult:
         return self.apply_async(args)
 
+    def apply(self, args: Any = ()) -> EagerResult:
+        """Run the steps here, in turn (eager): the last step's result, or the first
+        failed one's; ``.parent`` leads back."""
+        result: EagerResult | None = None
+        for step in self.steps:
+            step_args = args if result is None else (result.result,)
+            parent, result = result, step.apply(step_args)
+            result.parent = parent  # type: ignore[attr-defined]
+            if result.state != states.SUCCESS:
+                break
+        assert result is not None
+        return result
+
     def apply_async(self, args: Any = ()) -> AsyncResult:
         app = self.steps[0].app
+        if app.conf.task_always_eager:
+            return self.apply(args)
         ids = [new_task_id() for _ in self.steps]
         rest = [step.body(task_id) for step, task_id in zip(self.steps[1:], ids[1:], strict=True)]
         first = self.steps[0].body(ids[0], args, chain=rest) if rest else self.steps[0].body(
@@ -137,8 +159,14 @@ class Group:
     def delay(self, *args: Any) -> GroupResult:
         return self.apply_async(args)
 
+    def apply(self, args: Any = ()) -> GroupResult:
+        """Run every task here (eager)."""
+        return GroupResult([step.apply(args) for step in self.steps])
+
     def apply_async(self, args: Any = ()) -> GroupResult:
         app = self.steps[0].app if self.steps else None
+        if app is not None and app.conf.task_always_eager:
+            return self.apply(args)
         bodies = [step.body(new_task_id(), args) for step in self.steps]
         if app is not None:
             submit(app, [Entry(b["id"], b) for b in bodies])
@@ -161,8 +189,19 @@ class Chord:
     def delay(self, *args: Any) -> AsyncResult:
         return self.apply_async(args)
 
+    def apply(self, args: Any = ()) -> EagerResult:
+        """Run the header here, then the body with its results (eager)."""
+        header = self.header.apply(args)
+        failed = next((r for r in header if not r.successful()), None)
+        result = failed if isinstance(failed, EagerResult) else \
+            self.body.apply(([r.result for r in header],))
+        result.parent = header  # type: ignore[attr-defined]
+        return result
+
     def apply_async(self, args: Any = ()) -> AsyncResult:
         app = self.body.app
+        if app.conf.task_always_eager:
+            return self.apply(args)
         body_id = new_task_id()
         member_ids = [new_task_id() for _ in self.header.steps]
         callback = self.body.body(body_id, gather=member_ids)

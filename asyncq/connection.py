@@ -337,3 +337,15 @@ def describe_url(url: str) -> str:
             f"{name}{eq}**" if name.endswith("password") and value else f"{name}{eq}{value}"
             for name, eq, value in pairs)
     return f"{scheme}{sep}{netloc}{slash}{path}{qmark}{query}"
+
+
+def same_server(one: str, other: str) -> bool:
+    """Whether two URLs name the same Redis server (or Sentinel set, or Cluster) with
+    the same credentials, whatever database number each names: a Celery result backend
+    on the broker's server, whose records asyncq keeps beside the queues."""
+    def server(url: str) -> tuple[str, str]:
+        scheme, _, rest = url.partition("://")
+        netloc = rest.split("?", 1)[0].split("/", 1)[0]
+        return scheme, netloc
+
+    return server(one) == server(other)

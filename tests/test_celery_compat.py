@@ -676,3 +676,60 @@ def test_retry_kwargs_and_dont_autoretry_for_in_the_worker(workerapp):
     refused = module.flaky.delay(True)
     assert isinstance(refused.get(timeout=10, propagate=False), ConnectionRefusedError)
     assert worker.count(rf"Task workerapp\.flaky\[{refused.id}\] retry") == 0
+
+
+def test_python_proj_py_worker_runs_through_app_start(project):
+    # Given Celery's single-module layout, started with its own __main__ block
+    project.write("standalone.py", """
+        from celery import Celery
+
+        app = Celery('standalone', broker=BROKER_URL)
+
+
+        @app.task
+        def hello(name):
+            return f'hello {name}'
+
+
+        if __name__ == '__main__':
+            app.start()
+        """)
+    # When it is run as `python standalone.py worker`
+    worker = Process([sys.executable, "standalone.py", "worker", "--concurrency=1",
+                      "--loglevel=INFO"], cwd=project.root,
+                     env={"ASYNCQ_BROKER_URL": project.broker_url})
+    try:
+        worker.wait_for(r" ready\.$", timeout=20)
+        # Then it is a worker of that app, and runs its tasks
+        assert "standalone.hello" in worker.output
+        hello = project.import_module("standalone").hello
+        assert hello.delay("you").get(timeout=10) == "hello you"
+    finally:
+        worker.stop()
+
+
+def test_canvases_run_eagerly_when_tasks_do(project):
+    project.write("eagercanvas.py", """
+        from celery import Celery, chain, chord, group
+
+        app = Celery('eagercanvas', broker=BROKER_URL)
+        app.conf.task_always_eager = True
+
+
+        @app.task
+        def add(x, y):
+            return x + y
+
+
+        @app.task
+        def xsum(numbers):
+            return sum(numbers)
+        """)
+    module = project.import_module("eagercanvas")
+    from asyncq import chain, chord, group
+
+    add, xsum = module.add, module.xsum
+    assert chain(add.s(1, 2), add.s(10), add.s(100)).delay().get() == 113
+    assert group(add.s(i, i) for i in range(4)).delay().get() == [0, 2, 4, 6]
+    assert chord([add.s(i, i) for i in range(4)], xsum.s()).delay().get() == 12
+    assert add.s(2, 2).delay().get() == 4

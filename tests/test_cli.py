@@ -44,10 +44,20 @@ def test_task_acks_late_spelling_on_the_decorator_is_honoured():
     assert app.task(name="u")(lambda: None).acks_late is False
 
 
-def test_a_backend_other_than_the_broker_is_refused_clearly():
-    app = Celery("x", broker="redis://localhost:6379/0", backend="redis://localhost:6379/1")
-    with pytest.raises(ConfigurationError, match="queueing and recording are one step"):
+def test_a_backend_on_another_server_is_refused_clearly():
+    app = Celery("x", broker="redis://localhost:6379/0", backend="redis://otherhost:6379/1")
+    with pytest.raises(ConfigurationError, match="another server than broker"):
         app.broker  # noqa: B018 - connecting is what raises
+
+
+def test_a_backend_on_the_brokers_server_is_accepted_as_celery_apps_write_it(redis_url):
+    # Celery's tutorials: broker in database 0, results in database 1 of the same Redis
+    backend = redis_url.rsplit("/", 1)[0] + "/1"
+    app = Celery("x", broker=redis_url, backend=backend)
+    task = app.task(name="t.x")(lambda: None)
+    result = task.apply_async(countdown=3600)
+    # records stay beside the queues, in the broker's database
+    assert app.AsyncResult(result.id).state == "PENDING"
 
 
 def test_banner_hides_the_password():

@@ -14,7 +14,13 @@ from types import MethodType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from asyncq import canvas, signals, states
-from asyncq.exceptions import ConfigurationError, Ignore, MaxRetriesExceededError, Retry
+from asyncq.exceptions import (
+    ConfigurationError,
+    Ignore,
+    MaxRetriesExceededError,
+    Reject,
+    Retry,
+)
 from asyncq.message import as_timestamp, new_task_id
 from asyncq.result import AsyncResult, EagerResult
 
@@ -261,6 +267,8 @@ class Task:
             value = self.run_with(request, args, kwargs)
         except Ignore:
             state = states.IGNORED
+        except Reject as rejected:
+            state, value = states.REJECTED, rejected
         except Retry as retry:
             state, value = states.RETRY, retry
         except Exception as exc:

@@ -1,0 +1,18 @@
+"""The README's Celery example runs as it is written."""
+
+from __future__ import annotations
+
+import re
+import runpy
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_celery_example_in_the_readme_runs(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(# proj_tasks\.py.*?)```", README.read_text(), re.S)
+    assert len(blocks) == 1, "the README's proj_tasks.py example is missing"
+    (tmp_path / "proj_tasks.py").write_text(blocks[0])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    namespace = runpy.run_path(str(tmp_path / "proj_tasks.py"), run_name="proj_tasks")
+    assert ("SUCCESS", "proj.charge") in namespace["finished"]

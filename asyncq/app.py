@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn, TypeVar, overload
+from zoneinfo import ZoneInfo
 
 import redis
 from redis.cluster import RedisCluster
@@ -117,9 +118,9 @@ class AsyncQ:
         task_id = task_id or new_task_id()
         queue = queue or self.route(name)
         due = time.time() + countdown if countdown is not None else (
-            as_timestamp(eta) if eta is not None else None)
+            as_timestamp(self.aware(eta)) if eta is not None else None)
         deadline = (as_timestamp(time.time() + expires) if isinstance(expires, int | float)
-                    else as_timestamp(expires) if expires is not None else None)
+                    else as_timestamp(self.aware(expires)) if expires is not None else None)
         message = encode_message(task_id, name, list(args or ()), dict(kwargs or {}), queue,
                                  eta=due, expires=deadline, priority=priority or None)
         publishing = bool(before_task_publish.receivers or after_task_publish.receivers)
@@ -134,6 +135,12 @@ class AsyncQ:
             after_task_publish.send(sender=name, body=message, exchange="", routing_key=queue,
                                     headers=headers)
         return AsyncResult(task_id, app=self, task_name=name)
+
+    def aware(self, when: datetime | float) -> datetime | float:
+        """A naive datetime is read in the app's ``timezone`` (UTC unless set)."""
+        if isinstance(when, datetime) and when.tzinfo is None:
+            return when.replace(tzinfo=ZoneInfo(self.conf.timezone))
+        return when
 
     # -- configuration, as Celery loads it -------------------------------------
     def config_from_object(self, obj: object | str, silent: bool = False, force: bool = False,

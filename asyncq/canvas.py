@@ -15,15 +15,15 @@ supported: each step is a plain task signature.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from asyncq import states
 from asyncq.current import current_app
 from asyncq.keys import PRIORITIES
 from asyncq.message import Message, encode_body, new_task_id
-from asyncq.result import AsyncResult, EagerResult
+from asyncq.result import AsyncResult, EagerResult, GroupResult
 from asyncq.scripts import Command, Script
 
 if TYPE_CHECKING:
@@ -84,6 +84,15 @@ class Signature:
         if self.immutable:
             body["immutable"] = True
         return body
+
+
+def signature(varies: str | Signature, args: Any = (), kwargs: dict[str, Any] | None = None,
+              app: AsyncQ | None = None, **options: Any) -> Signature:
+    """Celery's ``signature('proj.add', args=(2, 2), countdown=10)``: a call by task
+    name (or an existing signature, returned as it is)."""
+    if isinstance(varies, Signature):
+        return varies
+    return Signature(varies, args, kwargs, app=app, **options)
 
 
 @dataclass
@@ -212,39 +221,6 @@ class Chord:
         result.parent = GroupResult(  # type: ignore[attr-defined]
             [AsyncResult(i, app=app) for i in member_ids])
         return result
-
-
-@dataclass
-class GroupResult:
-    """The results of a group, in the order the group was given."""
-
-    results: list[AsyncResult] = field(default_factory=list)
-
-    def __iter__(self) -> Iterator[AsyncResult]:
-        return iter(self.results)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def ready(self) -> bool:
-        return all(r.ready() for r in self.results)
-
-    def successful(self) -> bool:
-        return all(r.successful() for r in self.results)
-
-    def failed(self) -> bool:
-        return any(r.failed() for r in self.results)
-
-    def completed_count(self) -> int:
-        """How many finished SUCCESS, as in Celery."""
-        return sum(r.successful() for r in self.results)
-
-    def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return [r.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
-                      propagate=propagate) for r in self.results]
 
 
 # -- what a worker does after a step: a follow-up plan, stored with its result ----

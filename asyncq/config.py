@@ -13,6 +13,7 @@ import difflib
 import os
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from asyncq.celery_settings import CELERY_SETTINGS
 from asyncq.exceptions import ConfigurationError
@@ -118,6 +119,8 @@ def _checked(name: str, value: Any) -> Any:
         raise ConfigurationError(f"unknown setting {name!r}{hint}")
     if name in ("include", "imports"):
         value = (value,) if isinstance(value, str) else tuple(value or ())
+    if name == "timezone":
+        value = _time_zone_name(value)
     if isinstance(value, timedelta):
         value = int(value.total_seconds())
     default = _FIELDS[name].default
@@ -137,3 +140,14 @@ def _checked(name: str, value: Any) -> Any:
         if set(value) - {"json", "application/json"}:
             raise ConfigurationError(f"accept_content={value!r}: asyncq accepts JSON only")
     return value
+
+
+def _time_zone_name(value: Any) -> str:
+    """An IANA time zone name (``'Europe/London'``) that this machine knows."""
+    name = str(getattr(value, "key", value) or "UTC")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"timezone={value!r}: not a time zone name this machine "
+                                 "knows, such as 'Europe/London' or 'UTC'") from None
+    return name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from asyncq import states
@@ -193,3 +194,52 @@ def _outcome(record: dict[str, str]) -> Any:
     if status in (states.PENDING, states.STARTED, None):
         return None
     return loads(record.get("meta"))
+
+
+class ResultSet:
+    """Several results handled as one (Celery's ``ResultSet``), in the order given."""
+
+    def __init__(self, results: list[AsyncResult] | None = None):
+        self.results: list[AsyncResult] = list(results or [])
+
+    def __iter__(self) -> Iterator[AsyncResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> AsyncResult:
+        return self.results[index]
+
+    def ready(self) -> bool:
+        return all(r.ready() for r in self.results)
+
+    def successful(self) -> bool:
+        return all(r.successful() for r in self.results)
+
+    def failed(self) -> bool:
+        return any(r.failed() for r in self.results)
+
+    def completed_count(self) -> int:
+        """How many finished SUCCESS, as in Celery."""
+        return sum(r.successful() for r in self.results)
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """Every result, in order; ``timeout`` bounds the whole wait."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return [r.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
+                      propagate=propagate) for r in self.results]
+
+    join = get
+
+    def revoke(self, terminate: bool = False) -> None:
+        for result in self.results:
+            result.revoke(terminate=terminate)
+
+
+class GroupResult(ResultSet):
+    """The results of a group (Celery's ``GroupResult``), with the group's id."""
+
+    def __init__(self, results: list[AsyncResult] | None = None, id: str | None = None):
+        super().__init__(results)
+        self.id = id

@@ -243,7 +243,13 @@ class Child:
         try:
             message = Message.decode(raw)
             task = self.app.registered(message.task)
-        except (ValueError, NotRegistered) as exc:
+        except NotRegistered as exc:
+            signals.task_unknown.send(sender=self, name=_guess_field(raw, "task"),
+                                      id=_guess_field(raw, "id"), message=raw, exc=exc)
+            self.dead_letter(raw, exc)
+            return
+        except ValueError as exc:
+            signals.task_rejected.send(sender=self, message=raw, exc=exc)
             self.dead_letter(raw, exc)
             return
         request = self.request(message)

@@ -733,3 +733,44 @@ def test_canvases_run_eagerly_when_tasks_do(project):
     assert group(add.s(i, i) for i in range(4)).delay().get() == [0, 2, 4, 6]
     assert chord([add.s(i, i) for i in range(4)], xsum.s()).delay().get() == 12
     assert add.s(2, 2).delay().get() == 4
+
+
+def test_a_naive_eta_is_read_in_the_apps_timezone(project):
+    from asyncq import Celery
+
+    # Given an app in New York's time zone, and an ETA written as a naive datetime
+    app = Celery("tz", broker=project.broker_url, timezone="America/New_York")
+    task = app.task(name="tz.noop")(lambda: None)
+    naive = dt.datetime(2099, 7, 1, 9, 0)
+    result = task.apply_async(eta=naive)
+    # Then the message is due at 9:00 in New York (13:00 UTC in summer)
+    due = app.broker.client.zscore(app.keys.scheduled("celery"),
+                                   app.broker.client.zrange(app.keys.scheduled("celery"),
+                                                            0, 0)[0])
+    assert dt.datetime.fromtimestamp(due, dt.timezone.utc) == \
+        dt.datetime(2099, 7, 1, 13, 0, tzinfo=dt.timezone.utc), result.id
+    with pytest.raises(ConfigurationError, match="not a time zone name"):
+        Celery("bad", timezone="Mars/Olympus")
+
+
+def test_signature_by_name_and_result_sets(project, run_worker):
+    project.write("sigapp.py", """
+        from celery import Celery, signature
+        from celery.result import GroupResult, ResultSet
+
+        app = Celery('sigapp', broker=BROKER_URL)
+
+
+        @app.task(name='sigapp.add')
+        def add(x, y):
+            return x + y
+        """)
+    run_worker("sigapp")
+    module = project.import_module("sigapp")
+    # a call by name, as from a process that does not have the task's code
+    sig = module.signature("sigapp.add", args=(2, 2))
+    assert sig.delay().get(timeout=10) == 4
+    results = module.ResultSet([module.add.delay(i, i) for i in range(3)])
+    assert results.join(timeout=10) == [0, 2, 4]
+    assert results.completed_count() == 3 and results.successful()
+    assert issubclass(module.GroupResult, module.ResultSet)

@@ -244,6 +244,17 @@ class Broker:
                                  "RIGHT", "LEFT")
         return inflight, [] if raw is None else raw_list([raw])
 
+    _throttle = Script.load("throttle")
+
+    def throttle(self, message: Message, inflight: str, interval: float) -> float:
+        """Take the next run slot of a rate-limited task: 0 to run it now, else the time
+        its message waits until in the scheduled set (no longer held by the child)."""
+        rate = self.keys.rate(message.queue, message.task)
+        answer = self._run(self._throttle.command(
+            [rate, f"{rate}:taken", inflight, self.keys.scheduled(message.queue)],
+            [message.raw, message.id, f"{time.time():.6f}", f"{interval:.6f}"]))
+        return float(answer)
+
     # -- 3. start -----------------------------------------------------------
     _start = Script.load("start")
 

@@ -56,6 +56,8 @@ class Settings:
     enable_utc: bool = True  # accepted as in Celery; asyncq keeps every time in UTC
     include: tuple[str, ...] = ()  # task modules a worker imports at start-up
     imports: tuple[str, ...] = ()  # likewise (Celery's older name for the same idea)
+    task_default_rate_limit: str = ""  # '10/s', '100/m', '1000/h'; '' = no limit
+    worker_disable_rate_limits: bool = False  # True: run every task at once, limits or not
     task_always_eager: bool = False  # run tasks in the calling process, as apply() does
     task_eager_propagates: bool = False  # eager: re-raise a task's exception in the caller
     # Celery names asyncq accepts but does not use: name -> value (listed at start-up).
@@ -127,8 +129,8 @@ def _checked(name: str, value: Any) -> Any:
     expected = dict if default is dataclasses.MISSING else type(default)
     if expected is tuple and isinstance(value, list | tuple):
         value = tuple(value)
-    if value is None and expected in (int, float):
-        value = 0  # Celery writes None for "no limit"
+    if value is None and expected in (int, float, str):
+        value = expected()  # Celery writes None for "no limit" / "not set"
     fits = {bool: (bool,), int: (int,), float: (int, float), str: (str,),
             dict: (dict,), tuple: (tuple,)}.get(expected)
     if fits and (not isinstance(value, fits) or (expected is not bool and isinstance(value, bool))):

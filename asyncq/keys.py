@@ -55,6 +55,12 @@ class Keys:
         scored by due time."""
         return f"{self.queue_tag(queue)}:scheduled"
 
+    def rate(self, queue: str, task: str) -> str:
+        """When the next free slot of a rate-limited task on this queue starts (a
+        number, expiring once it is past): shared by every worker of the queue.
+        Beside it, ``<this key>:taken``: the slots its waiting messages hold."""
+        return f"{self.queue_tag(queue)}:rate:{task}"
+
     def chord(self, body_queue: str, body_id: str) -> str:
         """Set of a chord's members that succeeded; when full, the body is queued.
         It lives beside the body's queue, so that counting and queueing are one step."""

@@ -52,12 +52,13 @@ HONOURED_OPTIONS = {
     "dont_autoretry_for", "retry_kwargs", "retry_backoff", "retry_backoff_max", "retry_jitter",
     "ignore_result", "store_errors_even_if_ignored", "acks_late", "track_started",
     "time_limit", "soft_time_limit", "queue", "expires", "priority", "serializer", "throws",
+    "rate_limit",
 }
 NOT_USED_OPTIONS = {
     "trail", "send_events", "resultrepr_maxsize", "abstract", "shadow_name", "routing_key",
     "exchange", "acks_on_failure_or_timeout", "reject_on_worker_lost", "compression",
     "pydantic", "pydantic_strict", "pydantic_context", "pydantic_dump_kwargs", "lazy",
-    "rate_limit", "request_stack",
+    "request_stack",
 }
 
 
@@ -71,6 +72,8 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigurationError(f"unknown task option {key!r}{hint}")
+        if name == "rate_limit" and value:
+            rate_per_second(value)  # a malformed limit is an error now, not in the worker
         if name == "serializer" and value != "json":
             raise ConfigurationError(f"serializer={value!r}: asyncq speaks JSON only")
         checked[name] = value
@@ -131,6 +134,7 @@ class Task:
     acks_late = FromConf("task_acks_late", bool)
     track_started = FromConf("task_track_started", bool)
     queue = FromConf("task_default_queue", str)
+    rate_limit = FromConf("task_default_rate_limit")  # '10/s', '100/m', '1000/h', a number
     time_limit = FromConf("task_time_limit", lambda value: float(value or 0))
     soft_time_limit = FromConf("task_soft_time_limit", lambda value: float(value or 0))
 
@@ -158,6 +162,14 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
+
+    def rate_interval(self) -> float | None:
+        """Seconds between two runs under ``rate_limit`` across all workers; None when
+        the task has no limit or the app turns limits off."""
+        if self.app.conf.worker_disable_rate_limits or not self.rate_limit:
+            return None
+        per_second = rate_per_second(self.rate_limit)
+        return 1 / per_second if per_second else None
 
     @property
     def request(self) -> Request:
@@ -366,3 +378,22 @@ class Task:
         if task_id is None or state is None:
             return  # called inline: there is no record to update
         self.app.broker.update_state(task_id, state, meta)
+
+
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def rate_per_second(rate: str | float) -> float:
+    """Celery's rate limit forms: ``'10/s'``, ``'100/m'``, ``'1000/h'``, or a number of
+    tasks a second; 0 means no limit."""
+    if isinstance(rate, int | float) and not isinstance(rate, bool):
+        return float(rate)
+    count, _, unit = str(rate).strip().partition("/")
+    try:
+        per_second = float(count) / _RATE_UNITS[unit.strip() or "s"]
+    except (ValueError, KeyError):
+        raise ConfigurationError(f"rate limit {rate!r}: write it as '10/s', '100/m' or "
+                                 "'1000/h'") from None
+    if per_second < 0:
+        raise ConfigurationError(f"rate limit {rate!r} is negative")
+    return per_second

@@ -252,6 +252,8 @@ class Child:
             signals.task_rejected.send(sender=self, message=raw, exc=exc)
             self.dead_letter(raw, exc)
             return
+        if self.throttled(task, message):
+            return
         request = self.request(message)
         signals.task_received.send(sender=self, request=request)
         if message.expired():
@@ -269,6 +271,23 @@ class Child:
         self.end(message, outcome, keep_result=not task.ignore_result or
                  (failed and task.store_errors_even_if_ignored))
         self.call_hooks(task, request, outcome)
+
+    def throttled(self, task: Task, message: Message) -> bool:
+        """Under a rate limit, a message whose turn is later waits in Redis (the
+        queue's scheduled set) rather than here; the supervisor is woken to queue
+        it again when its turn comes."""
+        interval = task.rate_interval()
+        if interval is None:
+            return False
+        until = self.outage.run(lambda: self.app.broker.throttle(message, self.inflight,
+                                                                 interval))
+        if not until:
+            return False
+        log.debug("Task %s[%s] rate-limited (%s): waits %.3fs", task.name, message.id,
+                  task.rate_limit, until - time.time())
+        with suppress(BlockingIOError):
+            os.write(self.pool.wake_fd, b"d")
+        return True
 
     def request(self, message: Message) -> Request:
         """``self.request`` for the task, with Celery's fields."""
@@ -577,8 +596,8 @@ class Supervisor:
             exits = {child.sentinel: slot for slot, child in self.children.items()}
             ready = wait([*exits, self._wake_read, self.notes.fd],
                          timeout=self.pause(next_beat))
-            if self._wake_read in ready:
-                os.read(self._wake_read, 64)
+            if self._wake_read in ready and b"d" in os.read(self._wake_read, 64):
+                self.queue_due_messages()  # a child set a rate-limited message aside
             if self.notes.fd in ready:
                 self.notes.read()
             self.send_events()

@@ -175,6 +175,20 @@ class AsyncQ:
                 if exc.name not in (name, package):
                     raise  # the tasks module exists but imports something missing
 
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (),
+                          kwargs: dict[str, Any] | None = None, name: str | None = None,
+                          **options: Any) -> str:
+        """Celery's ``add_periodic_task(10.0, add.s(2, 2), name='add every 10')``: an
+        entry of ``beat_schedule`` (usually from an ``on_after_configure`` receiver)."""
+        task = getattr(sig, "task", None) or getattr(sig, "name", None) or str(sig)
+        call_args = list(getattr(sig, "args", None) or args)
+        call_kwargs = dict(getattr(sig, "kwargs", None) or kwargs or {})
+        key = name or f"{task}({', '.join(map(repr, call_args))})"
+        self.conf.beat_schedule[key] = {
+            "task": task, "schedule": schedule, "args": call_args, "kwargs": call_kwargs,
+            "options": {**dict(getattr(sig, "options", None) or {}), **options}}
+        return key
+
     def import_task_modules(self) -> None:
         """What a worker imports at start-up: ``imports``, ``include``, then the
         autodiscovered packages (Celery's loader.import_default_modules)."""

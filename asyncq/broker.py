@@ -178,9 +178,18 @@ class Broker:
         self._in_stages(records, pushes + self._announce(entry[2] for entry in entries))
 
     def _record_pending(self, task_id: str, task: str, queue: str, due: str,
-                        fresh: bool) -> Command:
+                        fresh: bool | str) -> Command:
+        mode = fresh if isinstance(fresh, str) else int(fresh)
         return self._enqueue.command([self.keys.task(task_id)],
-                                     [task, queue, now(), self.record_ttl, due, int(fresh)])
+                                     [task, queue, now(), self.record_ttl, due, mode])
+
+    def record_if_new(self, task_id: str, task: str, queue: str) -> None:
+        """A PENDING record for a periodic run, unless the run's record exists."""
+        self._run(self._record_pending(task_id, task, queue, "", "new"))
+
+    def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one of asyncq's scripts alone (for the scheduler, which has its own)."""
+        return self._run(script.command(keys, args))
 
     def _announce(self, queues: Iterable[str]) -> list[Command]:
         """Add queues new to this process to the app's set of queue names (for the

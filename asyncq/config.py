@@ -58,6 +58,7 @@ class Settings:
     imports: tuple[str, ...] = ()  # likewise (Celery's older name for the same idea)
     task_default_rate_limit: str = ""  # '10/s', '100/m', '1000/h'; '' = no limit
     worker_disable_rate_limits: bool = False  # True: run every task at once, limits or not
+    beat_schedule: dict[str, Any] = dataclasses.field(default_factory=dict)  # periodic tasks
     task_always_eager: bool = False  # run tasks in the calling process, as apply() does
     task_eager_propagates: bool = False  # eager: re-raise a task's exception in the caller
     # Celery names asyncq accepts but does not use: name -> value (listed at start-up).

@@ -61,6 +61,11 @@ class Keys:
         Beside it, ``<this key>:taken``: the slots its waiting messages hold."""
         return f"{self.queue_tag(queue)}:rate:{task}"
 
+    def beat(self, queue: str) -> str:
+        """Hash of the periodic entries sent to this queue: entry name -> JSON state
+        (next run, last run, fingerprint). One field per entry; kept a week past use."""
+        return f"{self.queue_tag(queue)}:beat"
+
     def chord(self, body_queue: str, body_id: str) -> str:
         """Set of a chord's members that succeeded; when full, the body is queued.
         It lives beside the body's queue, so that counting and queueing are one step."""

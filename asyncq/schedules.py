@@ -23,7 +23,8 @@ Differences from Celery, all on input Celery accepts but that is almost surely a
 day names are accepted only in ``day_of_week`` and month names only in ``month_of_year``
 (Celery takes either in any field), a name must be a prefix of at least three letters of
 the full name (``'tues'``, ``'sept'``; Celery reads only the first three letters, so it
-takes ``'monkey'``), and ``schedule`` needs a positive interval.
+takes ``'monkey'``), ``schedule`` needs a positive interval, and equality compares what
+the schedules run (``relative`` included, ``nowfun`` not).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from bisect import bisect_right
 from calendar import monthrange
 from collections.abc import Callable, Iterable, Iterator
 from datetime import MAXYEAR, date, datetime, time, timedelta, timezone, tzinfo
-from typing import Any, NamedTuple, Protocol, TypeAlias
+from typing import NamedTuple, Protocol, TypeAlias, overload
 from zoneinfo import ZoneInfo
 
 __all__ = ["ParseException", "crontab", "maybe_schedule", "schedstate", "schedule"]
@@ -204,12 +205,10 @@ def _jump_over(wall: datetime, tz: tzinfo) -> datetime:
     # offset from after, before it. Halve that interval to the second of the change.
     after = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
     before = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
-    if before > after:
-        before, after = after, before
     offset_after = after.astimezone(tz).utcoffset()
     second = timedelta(seconds=1)
     while after - before > second:
-        middle = before + (after - before) // second // 2 * second
+        middle = before + max((after - before) // second // 2, 1) * second
         if middle.astimezone(tz).utcoffset() == offset_after:
             after = middle
         else:
@@ -218,7 +217,8 @@ def _jump_over(wall: datetime, tz: tzinfo) -> datetime:
 
 
 def _zone(app: _App | None) -> tzinfo:
-    return UTC if app is None else ZoneInfo(app.conf.timezone)
+    name = app.conf.timezone if app is not None else None
+    return ZoneInfo(name) if name else UTC
 
 
 # --- schedules ------------------------------------------------------------------------------
@@ -377,7 +377,8 @@ class crontab(BaseSchedule):  # lower case: Celery's name
 
         Only matching months and days are visited, and within a day the first time after
         ``moment`` is found by bisection. ValueError if nothing matches in the next
-        401 years (a full turn of the Gregorian calendar), or before the year 9999 ends.
+        401 years (a full turn of the Gregorian calendar: a crontab that passed its
+        checks always matches sooner), or before the year 9999.
         """
         _require_aware(moment)
         zone = self.tz if tz is None else tz
@@ -435,7 +436,16 @@ def _show(spec: Cronspec) -> str:
     return ",".join(str(value) for value in sorted(spec))
 
 
-def maybe_schedule(value: Any, relative: bool = False,
+@overload
+def maybe_schedule(value: None, relative: bool = False, app: _App | None = None) -> None: ...
+
+
+@overload
+def maybe_schedule(value: float | timedelta | BaseSchedule, relative: bool = False,
+                   app: _App | None = None) -> BaseSchedule: ...
+
+
+def maybe_schedule(value: object, relative: bool = False,
                    app: _App | None = None) -> BaseSchedule | None:
     """A number of seconds or a ``timedelta`` as a ``schedule``; a schedule (or None) as is."""
     if value is None or isinstance(value, BaseSchedule):

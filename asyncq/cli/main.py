@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import click
@@ -21,6 +25,7 @@ from redis.exceptions import RedisClusterException
 
 from asyncq import __version__, signals, states
 from asyncq.app import AsyncQ
+from asyncq.beat import Beat
 from asyncq.cli import deadletters, watch
 from asyncq.cli.devserver import run_dev
 from asyncq.connection import describe_url, redis_from_url
@@ -163,9 +168,12 @@ def check_credentials(app: AsyncQ) -> None:
 @click.option("-E", "--task-events/--no-task-events", default=None,
               help="Send task events to the stream (the default: worker_send_task_events; "
                    "-E is Celery's flag). Counters are kept either way.")
+@click.option("-B", "--beat", "with_beat", is_flag=True,
+              help="Also run a scheduler for periodic tasks (any number may run).")
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int | None, queues: str, hostname: str,
-           loglevel: str, max_tasks_per_child: int | None, task_events: bool | None) -> None:
+           loglevel: str, max_tasks_per_child: int | None, task_events: bool | None,
+           with_beat: bool) -> None:
     """Start a prefork worker: a supervisor and --concurrency children."""
     app = load(ctx)
     set_up_logging(loglevel.upper())
@@ -183,7 +191,29 @@ def worker(ctx: click.Context, concurrency: int | None, queues: str, hostname: s
     check_credentials(app)
     supervisor = Supervisor(app, options)
     click.echo(banner(app, supervisor), err=True)
-    sys.exit(supervisor.run())
+    scheduler = start_embedded_beat(app) if with_beat else None
+    status = supervisor.run()
+    if scheduler is not None:
+        scheduler.terminate()
+        scheduler.join(10)
+    sys.exit(status)
+
+
+def start_embedded_beat(app: AsyncQ) -> BaseProcess:
+    """``worker -B``: a scheduler in a process of its own beside the supervisor."""
+    process = multiprocessing.get_context("fork").Process(
+        target=run_beat, args=(app,), name="Beat", daemon=True)
+    process.start()
+    return process
+
+
+def run_beat(app: AsyncQ) -> None:
+    """A scheduler until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    app.reset_connection()
+    Beat(app).run(stop)
 
 
 def set_up_logging(level: str) -> None:
@@ -197,6 +227,32 @@ def set_up_logging(level: str) -> None:
     signals.after_setup_logger.send(sender=None, logger=logging.getLogger(), **options)
     signals.after_setup_task_logger.send(sender=None, logger=logging.getLogger(TASK_LOGGER),
                                          **options)
+
+
+@main.command("beat")
+@click.option("--list", "as_list", is_flag=True,
+              help="Show each periodic task with its last and next run, then exit.")
+@click.option("--json", "as_json", is_flag=True, help="With --list: JSON, for scripts.")
+@click.option("-l", "--loglevel", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                                case_sensitive=False))
+@click.pass_context
+def beat_command(ctx: click.Context, as_list: bool, as_json: bool, loglevel: str) -> None:
+    """Send periodic tasks (beat_schedule, add_periodic_task) when they are due. Any
+    number of schedulers may run, on any hosts: each run is sent once; their state is
+    in Redis, so there is no schedule file, and a scheduler that dies holds nothing."""
+    app = load(ctx)
+    set_up_logging(loglevel.upper())
+    app.import_task_modules()
+    if as_list:
+        with talking_to_redis(app):
+            rows = Beat(app).listing()
+        click.echo(json.dumps(rows, indent=2) if as_json else
+                   watch.beat_table(rows, app.conf.timezone))
+        return
+    click.echo(f"asyncq v{__version__} beat: {len(app.conf.beat_schedule)} periodic "
+               f"task(s), time zone {app.conf.timezone}", err=True)
+    run_beat(app)
 
 
 @main.command()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO, cast
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -198,6 +199,25 @@ def scheduled_requests(app: AsyncQ, worker: Mapping[str, Any],
                 "id": message.id, "name": message.task, "args": message.args,
                 "kwargs": message.kwargs, "delivery_info": {"routing_key": queue}}})
     return entries
+
+
+def beat_table(rows: list[dict[str, Any]], zone: str) -> str:
+    """``asyncq beat --list``: each periodic task, its schedule, last and next run."""
+    if not rows:
+        return "No periodic tasks (beat_schedule is empty)."
+    tz = ZoneInfo(zone)
+
+    def when(stamp: float | None) -> str:
+        return datetime.fromtimestamp(stamp, tz).strftime("%Y-%m-%d %H:%M:%S %Z") \
+            if stamp else "-"
+
+    table = [("NAME", "TASK", "SCHEDULE", "QUEUE", "LAST RUN", "NEXT RUN")]
+    table += [(row["name"], row["task"], row["schedule"], row["queue"],
+               when(row["last_run"]), when(row["next_run"])) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths,
+                                                                       strict=True)).rstrip()
+                     for line in table)
 
 
 def celery_stats(app: AsyncQ, worker: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
-from itertools import pairwise
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 
 from asyncq import Celery
 from asyncq.beat import Beat

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from asyncq import states
+from asyncq.beat import Beat
 from asyncq.events import SLICE
 from asyncq.message import Message
 from asyncq.recovery import registered_workers
@@ -111,6 +112,16 @@ class Monitor:
                 worker["reserved"].append(task)
         for worker in workers:
             del worker["_held"]
+
+    def periodic(self) -> list[dict[str, Any]]:
+        """The periodic tasks with their last and next run; [] when the app has none
+        (or its schedule cannot be read, which the scheduler itself reports)."""
+        if not self.app.conf.beat_schedule:
+            return []
+        try:
+            return Beat(self.app).listing()
+        except ValueError:
+            return []
 
     # -- queues -------------------------------------------------------------
     def queue_names(self, workers: list[dict[str, Any]] | None = None) -> list[str]:
@@ -216,6 +227,7 @@ class Monitor:
         return {"time": time.time(), "workers": workers,
                 "queues": self.app.broker.queue_lengths(names),
                 "scheduled": self.app.broker.scheduled_count(names),
+                "periodic": self.periodic(),
                 "dead_letters": self.client.llen(self.keys.dead_letters()),
                 "tasks_by_state": counters.by_state()}
 

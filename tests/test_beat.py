@@ -118,3 +118,22 @@ def test_beat_list_shows_entries_from_the_setting_and_from_add_periodic_task(
     listed = json.loads(run_asyncq("-A", "tests.beatapp", "beat", "--list", "--json",
                                    broker_url=redis_url).stdout)
     assert {row["name"]: row["task"] for row in listed}["hourly"] == "beats.tick"
+
+
+def test_inspect_shows_each_periodic_task_with_its_last_and_next_run(
+        redis_url, start_worker, start_gunicorn):
+    from tests.conftest import http
+
+    # Given a worker with an embedded scheduler that has sent the 1-second entry
+    start_worker("-B", app="tests.beatapp")
+    api = start_gunicorn("asyncq.api:from_env()", env={"ASYNCQ_APP": "tests.beatapp"})
+
+    def sent() -> list[dict]:
+        entries = http("GET", f"{api}/inspect")[2]["periodic"]
+        return [e for e in entries if e["name"] == "tick-every-second" and e["last_run"]]
+
+    [entry] = wait_until(sent, "the 1-second entry's first run in GET /inspect")
+    assert entry["task"] == "beats.tick" and entry["next_run"] > entry["last_run"]
+    # and the command line shows the same section
+    text = run_asyncq("-A", "tests.beatapp", "inspect", broker_url=redis_url).stdout
+    assert "Periodic tasks (times in UTC):" in text and "weekday-mornings" in text

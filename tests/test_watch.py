@@ -96,7 +96,7 @@ def test_inspect_shows_the_worker_its_running_task_and_queue_depths(
     assert re.search(rf"^{re.escape(seen['id'])}\s+{running.id}\s+tests\.block\s+PROGRESS\s+"
                      r"[\d.]+m?s$", out, re.M), out
     assert re.search(r"^parked\s+3$", out, re.M), out
-    assert "Scheduled (countdown, ETA, retries): 1" in out
+    assert "Scheduled (countdown, ETA, retries, rate limits): 1" in out
     assert "Dead letters: 1 " in out
 
 

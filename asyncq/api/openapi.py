@@ -120,10 +120,20 @@ MONITOR_SCHEMAS: dict[str, Any] = {
         workers={"type": "array", "items": ref("Worker")},
         queues={"type": "object", "additionalProperties": COUNT,
                 "description": "Messages waiting, per queue"},
-        scheduled={**COUNT, "description": "Messages waiting for their ETA"},
+        scheduled={**COUNT, "description": "Messages waiting for their ETA (countdown, "
+                                           "retries, and rate-limited messages' turn)"},
+        periodic={"type": "array", "items": ref("PeriodicTask"),
+                  "description": "Periodic tasks (beat_schedule) with their last and next run"},
         dead_letters={**COUNT, "description": "Messages set aside as unrunnable"},
         tasks_by_state={"type": "object", "additionalProperties": COUNT,
                         "description": "Tasks counted per state reached"}),
+    "PeriodicTask": obj(
+        ["name", "task", "schedule", "queue", "last_run", "next_run"],
+        name={"type": "string"}, task={"type": "string"}, schedule={"type": "string"},
+        queue={"type": "string"},
+        last_run=nullable(SECONDS, "Unix seconds of the last run sent; null before the first"),
+        next_run=nullable(SECONDS, "Unix seconds the next run is due; null until a scheduler "
+                                   "has seen the entry")),
     "RecentTask": obj(
         ["id", "name", "last_event", "time", "worker", "state", "runtime"],
         id={"type": "string"}, name={"type": "string"},

@@ -90,8 +90,11 @@ def _number(value: float) -> str:
 def inspect_report(snapshot: Mapping[str, Any]) -> str:
     """The whole ``asyncq inspect`` text: workers, their active tasks, queues, totals."""
     workers = snapshot["workers"]
-    return "\n\n".join([workers_section(workers), active_section(workers),
-                        queues_section(snapshot), totals_section(snapshot)])
+    sections = [workers_section(workers), active_section(workers), queues_section(snapshot)]
+    if snapshot.get("periodic"):
+        sections.append("Periodic tasks (times in UTC):\n" +
+                        beat_table(snapshot["periodic"], "UTC"))
+    return "\n\n".join([*sections, totals_section(snapshot)])
 
 
 def workers_section(workers: list[dict[str, Any]]) -> str:
@@ -131,7 +134,7 @@ def queues_section(snapshot: Mapping[str, Any]) -> str:
     lines = [f"Queues: {sum(snapshot['queues'].values())} message(s) waiting",
              table(("QUEUE", "WAITING"), rows),
              "",
-             f"Scheduled (countdown, ETA, retries): {snapshot['scheduled']}",
+             f"Scheduled (countdown, ETA, retries, rate limits): {snapshot['scheduled']}",
              f"Dead letters: {snapshot['dead_letters']}"
              + (" (see: asyncq dead list)" if snapshot["dead_letters"] else "")]
     return "\n".join(lines)

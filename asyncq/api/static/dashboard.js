@@ -106,6 +106,7 @@ async function refresh() {
     renderSummary(snap);
     renderWorkers(snap);
     renderQueues(snap.queues);
+    renderPeriodic(snap.periodic || []);
     renderChart(throughput);
     renderTasks(recent.tasks, snap.time);
     if (openTask && !detailDone) await loadDetail();
@@ -183,6 +184,15 @@ function renderQueues(queues) {
     el("tr", {"data-queue": name, class: depth > 0 ? "busy" : ""},
       el("td", {class: "mono"}, name), el("td", {class: "num"}, depth)));
   fillBody($("queues"), rows, "No queues yet.");
+}
+
+function renderPeriodic(entries) {
+  $("periodic-panel").hidden = entries.length === 0;
+  const when = (stamp) => (stamp ? new Date(stamp * 1000).toLocaleString() : "–");
+  const rows = entries.map((e) => el("tr", {"data-entry": e.name},
+    el("td", {}, e.name), el("td", {}, e.task), el("td", {class: "mono"}, e.schedule),
+    el("td", {}, when(e.last_run)), el("td", {}, when(e.next_run))));
+  fillBody($("periodic"), rows, "No periodic tasks.");
 }
 
 function renderTasks(tasks, now) {

@@ -16,3 +16,21 @@ def test_the_celery_example_in_the_readme_runs(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     namespace = runpy.run_path(str(tmp_path / "proj_tasks.py"), run_name="proj_tasks")
     assert ("SUCCESS", "proj.charge") in namespace["finished"]
+
+
+def test_the_periodic_tasks_example_in_the_readme_loads_and_lists(tmp_path, monkeypatch,
+                                                                  redis_url):
+    from asyncq.beat import Beat, entries_of
+
+    blocks = re.findall(r"```python\n(# periodic\.py.*?)```", README.read_text(), re.S)
+    assert len(blocks) == 1, "the README's periodic.py example is missing"
+    (tmp_path / "periodic.py").write_text(blocks[0])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    namespace = runpy.run_path(str(tmp_path / "periodic.py"), run_name="periodic")
+    app = namespace["app"]
+    app.conf.broker_url = redis_url
+    app.finalize()  # on_after_configure: the hourly entry is added
+    assert {entry.name for entry in entries_of(app)} == {
+        "cleanup-every-30-seconds", "report-weekday-mornings", "hourly cleanup"}
+    Beat(app).tick()
+    assert all(row["next_run"] for row in Beat(app).listing())

@@ -53,6 +53,7 @@ def test_a_rate_limit_holds_across_two_workers_while_other_tasks_drain(
     # and the limited task started at 20 a second across both workers (within 10%)
     starts = sorted(float(read_record(client, r.id)["started_at"]) for r in limited)
     rate = (len(starts) - 1) / (starts[-1] - starts[0])
+    print(f"rate-limited task: {rate:.2f} tasks/s across both workers (limit 20/s)")
     assert 18 <= rate <= 22, f"{rate:.2f} tasks/s"
     # while the free task drained at full speed beside it
     free_done = max(float(read_record(client, r.id)["finished_at"]) for r in free)

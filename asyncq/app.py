@@ -25,7 +25,7 @@ from asyncq.config import Settings
 from asyncq.connection import describe_url, redis_from_url, same_server
 from asyncq.current import all_apps, current_app, set_current_app
 from asyncq.exceptions import ConfigurationError, NotRegistered
-from asyncq.keys import PRIORITIES, Keys
+from asyncq.keys import Keys, check_priority
 from asyncq.message import MAX_ID_BYTES, as_timestamp, encode_message, new_task_id
 from asyncq.result import AsyncResult
 from asyncq.signals import Signal, after_task_publish, before_task_publish, import_modules
@@ -108,8 +108,7 @@ class AsyncQ:
                   expires: datetime | float | None = None, priority: int | None = None
                   ) -> AsyncResult:
         """Queue a task by name; it need not be registered here, only on the workers."""
-        if priority is not None and (not isinstance(priority, int) or priority not in PRIORITIES):
-            raise ValueError(f"priority must be a whole number from 0 to 9, not {priority!r}")
+        check_priority(priority)
         if countdown is not None and not math.isfinite(countdown):
             raise ValueError(f"countdown must be a finite number of seconds, not {countdown!r}")
         if task_id is not None and not 0 < len(task_id.encode()) <= MAX_ID_BYTES:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from asyncq import states
 from asyncq.current import current_app
-from asyncq.keys import PRIORITIES
+from asyncq.keys import check_priority
 from asyncq.message import Message, encode_body, new_task_id
 from asyncq.result import AsyncResult, EagerResult, GroupResult
 from asyncq.scripts import Command, Script
@@ -41,9 +41,7 @@ class Signature:
         self.app = app or current_app()
         self.immutable = immutable  # .si(): takes no result from a previous step
         self.options = options  # queue, priority
-        priority = options.get("priority")
-        if priority is not None and (not isinstance(priority, int) or priority not in PRIORITIES):
-            raise ValueError(f"priority must be a whole number from 0 to 9, not {priority!r}")
+        check_priority(options.get("priority"))
 
     def __repr__(self) -> str:
         return f"{self.task}{'!' if self.immutable else ''}({self.args}, {self.kwargs})"

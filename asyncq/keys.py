@@ -23,6 +23,13 @@ from dataclasses import dataclass
 PRIORITIES = range(10)
 
 
+def check_priority(priority: object) -> None:
+    """A priority is a whole number from 0 to 9 (or None: the queue's own list)."""
+    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)
+                                 or priority not in PRIORITIES):
+        raise ValueError(f"priority must be a whole number from 0 to 9, not {priority!r}")
+
+
 @dataclass(frozen=True)
 class Keys:
     """Builds key names for one key prefix (the setting ``key_prefix``)."""

@@ -26,6 +26,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from contextlib import suppress
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,6 +40,7 @@ from asyncq.api.errors import error
 from asyncq.api.openapi import describe_api
 from asyncq.app import AsyncQ
 from asyncq.exceptions import ConfigurationError, EncodeError
+from asyncq.keys import check_priority
 from asyncq.loader import find_app
 from asyncq.monitor import describe
 from asyncq.outage import REDIS_DOWN
@@ -268,10 +270,12 @@ def submission_options(body: Mapping[str, Any]) -> dict[str, Any] | str:
             return "'queue' must be a queue name (printable text, 1-200 characters)"
         options["queue"] = queue
     if "priority" in body:
-        if not isinstance(body["priority"], int) or isinstance(body["priority"], bool) \
-                or not 0 <= body["priority"] <= 9:
+        priority = body["priority"]
+        with suppress(ValueError):
+            check_priority(priority)
+            options["priority"] = priority
+        if options.get("priority") is None:  # out of range, or null
             return "'priority' must be a whole number from 0 to 9"
-        options["priority"] = body["priority"]
     return options
 
 

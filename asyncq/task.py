@@ -230,7 +230,7 @@ class Task:
                     countdown: float | None = None, eta: datetime | float | None = None,
                     expires: datetime | float | None = None,
                     priority: int | None = None) -> AsyncResult:
-        """Queue the task; the id is recorded PENDING in the same step.
+        """Queue the task: its PENDING record is written, then its message pushed.
 
         ``countdown`` (seconds) or ``eta`` (a datetime or Unix time) hold it in Redis
         until then; ``expires`` (seconds from now, a datetime or Unix time) drops it,

@@ -162,7 +162,8 @@ def test_dashboard_shows_the_worker_new_tasks_their_detail_and_a_moving_chart(
     # When the detail is closed, the page is back at /dashboard
     page.find("#detail-close").click()
     page.wait("the detail closed", lambda: not page.present("#detail[open]"))
-    assert page.driver.current_url == f"{api}/dashboard"
+    page.wait("the address back at /dashboard",
+              lambda: page.driver.current_url == f"{api}/dashboard")
     page.screenshot("dashboard.png")
 
     # And nothing went wrong in the page's console

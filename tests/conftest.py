@@ -23,6 +23,12 @@ from asyncq.cli.localredis import LocalRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A test run started in the background by a shell without job control inherits SIGINT
+# ignored, and so would every process the tests start (Python keeps an ignored SIGINT):
+# the tests that press Ctrl-C on a worker or `asyncq events` need it delivered.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:

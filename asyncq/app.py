@@ -160,7 +160,7 @@ class AsyncQ:
                            related_name: str = "tasks", force: bool = False) -> None:
         """Import ``<package>.tasks`` for each package when the worker starts (now, with
         ``force``); a package without that module is skipped, as in Celery."""
-        listed = packages if callable(packages) else (lambda: list(packages))
+        listed = packages if callable(packages) else (lambda: list(packages or ()))
         self._autodiscover.append((listed, related_name))
         if force:
             self._discover(listed, related_name)

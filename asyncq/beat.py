@@ -30,6 +30,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from asyncq import signals
+from asyncq.keys import check_priority
 from asyncq.message import encode_message
 from asyncq.replies import text
 from asyncq.schedules import BaseSchedule, maybe_schedule
@@ -62,6 +64,7 @@ class Entry:
         if unknown or "task" not in spec or "schedule" not in spec:
             raise ValueError(f"beat_schedule entry {name!r} needs 'task' and 'schedule' "
                              f"(and may have args, kwargs, options); not {sorted(unknown)}")
+        check_priority((spec.get("options") or {}).get("priority"))
         schedule = maybe_schedule(spec["schedule"])
         if schedule is None:
             raise ValueError(f"beat_schedule entry {name!r}: 'schedule' is None")
@@ -163,6 +166,7 @@ class Beat:
     def run(self, stop: threading.Event) -> None:
         """Until ``stop`` is set; a Redis outage is waited out."""
         log.info("Scheduler: %d entries", len(entries_of(self.app)))
+        signals.beat_init.send(sender=self)
         while not stop.is_set():
             try:
                 pause = self.tick()

@@ -25,6 +25,7 @@ from asyncq.keys import check_priority
 from asyncq.message import Message, encode_body, new_task_id
 from asyncq.result import AsyncResult, EagerResult, GroupResult
 from asyncq.scripts import Command, Script
+from asyncq.serialization import loads
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -274,7 +275,7 @@ def gathered_args(app: AsyncQ, message: Message) -> list[Any]:
     ids = message.body.get("gather")
     if not ids:
         return message.args
-    results = [None if raw is None else json.loads(raw) for raw in app.broker.results(ids)]
+    results = [None if raw is None else loads(raw) for raw in app.broker.results(ids)]
     return message.args if message.body.get("immutable") else [results, *message.args]
 
 

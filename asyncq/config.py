@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from datetime import timedelta
 from typing import Any
@@ -40,8 +41,8 @@ class Settings:
     task_serializer: str = "json"  # accepted for Celery code; only json exists
     result_serializer: str = "json"  # likewise
     accept_content: tuple[str, ...] = ("json",)  # likewise
-    task_time_limit: float = 0  # seconds before the child is killed: TimeLimitExceeded; 0 = none
-    task_soft_time_limit: float = 0  # seconds before SoftTimeLimitExceeded is raised; 0 = none
+    task_time_limit: float = 0.0  # seconds before the child is killed: TimeLimitExceeded; 0 = none
+    task_soft_time_limit: float = 0.0  # seconds before SoftTimeLimitExceeded is raised; 0 = none
     worker_concurrency: int = 0  # child processes; 0 = the number of CPUs
     worker_max_tasks_per_child: int = 0  # replace a child after this many tasks; 0 = never
     worker_prefetch_multiplier: int = 4  # messages a child takes per round trip (Celery: 4)
@@ -124,6 +125,8 @@ def _checked(name: str, value: Any) -> Any:
         value = (value,) if isinstance(value, str) else tuple(value or ())
     if name == "timezone":
         value = _time_zone_name(value)
+    if name == "task_default_rate_limit" and value:
+        rate_per_second(value)  # a malformed limit is an error now, not in a worker
     if isinstance(value, timedelta):
         value = int(value.total_seconds())
     default = _FIELDS[name].default
@@ -154,3 +157,22 @@ def _time_zone_name(value: Any) -> str:
         raise ConfigurationError(f"timezone={value!r}: not a time zone name this machine "
                                  "knows, such as 'Europe/London' or 'UTC'") from None
     return name
+
+
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def rate_per_second(rate: str | float) -> float:
+    """Celery's rate limit forms: ``'10/s'``, ``'100/m'``, ``'1000/h'``, or a number of
+    tasks a second; 0 means no limit."""
+    if isinstance(rate, int | float) and not isinstance(rate, bool):
+        return rate_per_second(f"{rate}/s")
+    count, _, unit = str(rate).strip().partition("/")
+    try:
+        per_second = float(count) / _RATE_UNITS[unit.strip() or "s"]
+    except (ValueError, KeyError):
+        raise ConfigurationError(f"rate limit {rate!r}: write it as '10/s', '100/m' or "
+                                 "'1000/h'") from None
+    if not math.isfinite(per_second) or per_second < 0:
+        raise ConfigurationError(f"rate limit {rate!r}: not a finite, positive rate")
+    return per_second

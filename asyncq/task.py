@@ -14,6 +14,7 @@ from types import MethodType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from asyncq import canvas, signals, states
+from asyncq.config import rate_per_second
 from asyncq.exceptions import (
     ConfigurationError,
     Ignore,
@@ -378,22 +379,3 @@ class Task:
         if task_id is None or state is None:
             return  # called inline: there is no record to update
         self.app.broker.update_state(task_id, state, meta)
-
-
-_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def rate_per_second(rate: str | float) -> float:
-    """Celery's rate limit forms: ``'10/s'``, ``'100/m'``, ``'1000/h'``, or a number of
-    tasks a second; 0 means no limit."""
-    if isinstance(rate, int | float) and not isinstance(rate, bool):
-        return float(rate)
-    count, _, unit = str(rate).strip().partition("/")
-    try:
-        per_second = float(count) / _RATE_UNITS[unit.strip() or "s"]
-    except (ValueError, KeyError):
-        raise ConfigurationError(f"rate limit {rate!r}: write it as '10/s', '100/m' or "
-                                 "'1000/h'") from None
-    if per_second < 0:
-        raise ConfigurationError(f"rate limit {rate!r} is negative")
-    return per_second

@@ -39,6 +39,7 @@ from asyncq.broker import LeftoversHeld, failure_fields, now
 from asyncq.canvas import follow_ups, gathered_args
 from asyncq.events import EVENTS_FLUSH, NoteReader, NoteWriter
 from asyncq.exceptions import (
+    ConfigurationError,
     EncodeError,
     Ignore,
     NotRegistered,
@@ -252,9 +253,9 @@ class Child:
             signals.task_rejected.send(sender=self, message=raw, exc=exc)
             self.dead_letter(raw, exc)
             return
-        if self.throttled(task, message):
-            return
         request = self.request(message)
+        if not message.expired() and self.throttled(task, message):
+            return
         signals.task_received.send(sender=self, request=request)
         if message.expired():
             log.warning("Task %s[%s] expired before it started: revoked", task.name, message.id)
@@ -276,7 +277,11 @@ class Child:
         """Under a rate limit, a message whose turn is later waits in Redis (the
         queue's scheduled set) rather than here; the supervisor is woken to queue
         it again when its turn comes."""
-        interval = task.rate_interval()
+        try:
+            interval = task.rate_interval()
+        except ConfigurationError as exc:  # a limit set where it was not checked
+            log.error("Task %s: %s; running it without a limit", task.name, exc)
+            return False
         if interval is None:
             return False
         until = self.outage.run(lambda: self.app.broker.throttle(message, self.inflight,
@@ -643,7 +648,8 @@ class Supervisor:
         a queue may; each message moves once)."""
         def move() -> None:
             self.next_due = self.app.broker.move_due(self.queues)
-        self.outage.once(move)
+        if not self.outage.once(move):
+            self.next_due = time.time() + 1.0  # Redis away: look again in a second
 
     def spawn(self, slot: int) -> None:
         self.pool.slots.clear(slot)

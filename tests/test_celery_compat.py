@@ -177,6 +177,9 @@ def test_config_from_object_takes_a_class_a_module_name_and_a_namespace(project)
         Celery("typo").config_from_object(Typo)
     with pytest.raises(ConfigurationError, match="unknown setting 'no_such_thing'"):
         Celery("typo", no_such_thing=1)
+    # and time limits take fractions of a second, as in Celery
+    assert Celery("limits", task_time_limit=2.5, task_soft_time_limit=1.5).conf \
+        .task_time_limit == 2.5
 
 
 def test_the_worker_lists_the_celery_settings_it_does_not_use(project, run_worker):

@@ -19,10 +19,14 @@ def test_celerys_rate_forms(rate, per_second):
     assert rate_per_second(rate) == pytest.approx(per_second)
 
 
-def test_a_malformed_rate_limit_is_refused_when_the_task_is_made():
+def test_a_malformed_rate_limit_is_refused_when_the_task_or_the_app_is_made():
     app = Celery("bad")
     with pytest.raises(ConfigurationError, match="'10/d'"):
         app.task(name="t.bad", rate_limit="10/d")(lambda: None)
+    with pytest.raises(ConfigurationError, match="'10/min'"):
+        Celery("bad", task_default_rate_limit="10/min")
+    with pytest.raises(ConfigurationError, match="not a finite"):
+        rate_per_second(float("nan"))
 
 
 def test_the_app_default_and_the_switch_that_turns_limits_off():

@@ -23,7 +23,7 @@ from gunicorn.config import KNOWN_SETTINGS
 
 from asyncq.app import AsyncQ
 from asyncq.cli.localredis import LocalRedis, RedisNotFound
-from asyncq.connection import describe_url
+from asyncq.connection import describe_url, redis_from_url
 from asyncq.loader import AppNotFound, find_app
 
 
@@ -52,7 +52,10 @@ def run_dev(app_spec: str, wsgi: str, bind: str, concurrency: int) -> int:
         url = env["ASYNCQ_BROKER_URL"]
 
         def announce() -> None:
-            wait_ready(processes, bind, url, app.keys.workers())
+            try:
+                wait_ready(processes, bind, url, app.keys.workers())
+            except (redis.RedisError, ValueError) as exc:  # only the announcement suffers
+                click.echo(f"asyncq dev: cannot tell when it is ready ({exc})", err=True)
             announce_ready(bind, url, private)
 
         return supervise(processes, announce)
@@ -83,7 +86,7 @@ def wait_ready(processes: list[subprocess.Popen[bytes]], bind: str, url: str,
     host, _, port = bind.rpartition(":")
     address = ("127.0.0.1" if host in ("", "0.0.0.0", "[::]") else host.strip("[]"),
                int(port) if port.isdigit() else 0)
-    client = redis.Redis.from_url(url, socket_timeout=2)
+    client = redis_from_url(url, socket_timeout=2)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and all(p.poll() is None for p in processes):

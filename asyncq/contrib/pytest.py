@@ -94,6 +94,9 @@ class TestWorker:
             if self.process.is_alive():
                 os.kill(self.process.pid, signal.SIGTERM)  # the second: cold shutdown
                 self.process.join(timeout)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
         self.process = None
 
     def reload(self) -> None:
@@ -149,7 +152,8 @@ def _test_app(server: LocalRedis, config: Mapping[str, Any], parameters: Mapping
               includes: list[str]) -> AsyncQ:
     settings = {"broker_url": server.url, **config}
     if includes:
-        settings["include"] = [*settings.get("include", ()), *includes]
+        given = settings.get("include", ())
+        settings["include"] = [*([given] if isinstance(given, str) else given), *includes]
     return AsyncQ(parameters.get("main", "celery.tests"),
                   **{**settings, **{k: v for k, v in parameters.items() if k != "main"}})
 

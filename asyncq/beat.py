@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from asyncq import signals
 from asyncq.keys import check_priority
-from asyncq.message import encode_message
+from asyncq.message import as_timestamp, encode_message
 from asyncq.replies import text
 from asyncq.schedules import BaseSchedule, maybe_schedule
 from asyncq.scripts import Script
@@ -150,7 +150,8 @@ class Beat:
         if due is not None:
             task_id = entry.run_id(self.app.main, due)
             expires = entry.options.get("expires")
-            deadline = self.clock() + expires if isinstance(expires, int | float) else None
+            deadline = (self.clock() + expires if isinstance(expires, int | float)
+                        else as_timestamp(expires) if expires is not None else None)
             message = encode_message(task_id, entry.task, entry.args, entry.kwargs, queue,
                                      expires=deadline, priority=priority or None)
             broker.record_if_new(task_id, entry.task, queue)

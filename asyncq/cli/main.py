@@ -200,18 +200,25 @@ def worker(ctx: click.Context, concurrency: int | None, queues: str, hostname: s
 
 
 def start_embedded_beat(app: AsyncQ) -> BaseProcess:
-    """``worker -B``: a scheduler in a process of its own beside the supervisor."""
+    """``worker -B``: a scheduler in a process of its own beside the supervisor; it
+    stops when the worker's process is gone."""
     process = multiprocessing.get_context("fork").Process(
-        target=run_beat, args=(app,), name="Beat", daemon=True)
+        target=run_beat, args=(app, os.getpid()), name="Beat", daemon=True)
     process.start()
     return process
 
 
-def run_beat(app: AsyncQ) -> None:
-    """A scheduler until SIGTERM or SIGINT."""
+def run_beat(app: AsyncQ, parent: int = 0) -> None:
+    """A scheduler until SIGTERM or SIGINT (or, embedded, until ``parent`` is gone)."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if parent:
+        def watch_parent() -> None:
+            while not stop.wait(1.0):
+                if os.getppid() != parent:
+                    stop.set()
+        threading.Thread(target=watch_parent, daemon=True).start()
     app.reset_connection()
     Beat(app).run(stop)
 

@@ -10,6 +10,7 @@ from itertools import pairwise
 
 from asyncq import Celery
 from asyncq.beat import Beat
+from asyncq.monitor import Monitor
 from asyncq.schedules import crontab
 from tests.conftest import Process, asyncq_command, run_asyncq, wait_until
 
@@ -72,6 +73,10 @@ def test_a_crontab_entry_fires_when_its_minute_comes_and_the_worker_runs_it(
     scheduler.tick()
     scheduler.tick()
     assert client.llen("{asyncq:celery}:queue") == 1
+    # and the sent run is a task event, under the run's own id
+    [message] = [json.loads(raw) for raw in client.lrange("{asyncq:celery}:queue", 0, -1)]
+    sent = [event for event in Monitor(app).events("-", 100) if event["type"] == "sent"]
+    assert [(event["id"], event["name"]) for event in sent] == [(message["id"], "beats.tick")]
     [row] = scheduler.listing()
     assert row["last_run"] == datetime(2026, 3, 6, 12, 30, tzinfo=timezone.utc).timestamp()
     # the next run skips the weekend: Monday 07:30 New York

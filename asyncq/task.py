@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import random
 import time
 import traceback
@@ -28,6 +29,9 @@ from asyncq.result import AsyncResult, EagerResult
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
     from asyncq.canvas import Signature
+
+log = logging.getLogger("asyncq.task")
+
 
 class FromConf:
     """A task attribute that follows an app setting unless the task class, the
@@ -290,25 +294,34 @@ class Task:
                 state, value = states.RETRY, exc
             else:
                 state, value = states.FAILURE, exc
-        self._eager_hooks(request, state, value, einfo)
-        signals.task_postrun.send(sender=self, task_id=task_id, task=self, args=args,
-                                  kwargs=kwargs, retval=value, state=state)
+        self.after_run(request, state, value, einfo)
         return EagerResult(task_id, value, state, einfo, self.name)
 
-    def _eager_hooks(self, request: Request, state: str, value: Any, einfo: str | None) -> None:
+    def after_run(self, request: Request, state: str, value: Any, einfo: str | None) -> None:
+        """What follows a run, once its state is stored (worker) or known (eager), as in
+        Celery: the task's hooks, then the signals. A hook that raises is logged; the
+        task's outcome stands."""
         task_id, args, kwargs = str(request.id), request.args, request.kwargs
+        try:
+            if state == states.SUCCESS:
+                self.on_success(value, task_id, args, kwargs)
+            elif state == states.RETRY:
+                self.on_retry(value, task_id, args, kwargs, einfo)
+            elif state == states.FAILURE:
+                self.on_failure(value, task_id, args, kwargs, einfo)
+            if state != states.RETRY:
+                self.after_return(state, value, task_id, args, kwargs, einfo)
+        except Exception:
+            log.exception("a hook of task %s raised", self.name)
         if state == states.SUCCESS:
-            self.on_success(value, task_id, args, kwargs)
             signals.task_success.send(sender=self, result=value)
         elif state == states.RETRY:
-            self.on_retry(value, task_id, args, kwargs, einfo)
             signals.task_retry.send(sender=self, request=request, reason=value, einfo=einfo)
         elif state == states.FAILURE:
-            self.on_failure(value, task_id, args, kwargs, einfo)
             signals.task_failure.send(sender=self, task_id=task_id, exception=value, args=args,
                                       kwargs=kwargs, traceback=einfo, einfo=einfo)
-        if state != states.RETRY:
-            self.after_return(state, value, task_id, args, kwargs, einfo)
+        signals.task_postrun.send(sender=self, task_id=task_id, task=self, args=args,
+                                  kwargs=kwargs, retval=value, state=state)
 
     # -- retries ------------------------------------------------------------
     def retry(self, exc: BaseException | None = None, countdown: float | None = None,

@@ -27,8 +27,8 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -389,29 +389,9 @@ class Child:
                        value=asked, disposal=how)
 
     def call_hooks(self, task: Task, request: Request, outcome: Outcome) -> None:
-        """After the state is stored, as in Celery: the task's hooks, then the signals.
-        A hook or receiver that raises is logged; the task's outcome stands."""
-        task_id, args, kwargs = str(request.id), request.args, request.kwargs
+        """After the state is stored: the task's hooks and the signals (Task.after_run)."""
         state = states.IGNORED if outcome.disposal == "ignore" else outcome.fields["status"]
-        value, einfo = outcome.value, outcome.einfo
-        with _logged("a hook of task " + task.name):
-            if state == states.SUCCESS:
-                task.on_success(value, task_id, args, kwargs)
-            elif state == states.RETRY:
-                task.on_retry(value, task_id, args, kwargs, einfo)
-            elif state == states.FAILURE:
-                task.on_failure(value, task_id, args, kwargs, einfo)
-            if state != states.RETRY:
-                task.after_return(state, value, task_id, args, kwargs, einfo)
-        if state == states.SUCCESS:
-            signals.task_success.send(sender=task, result=value)
-        elif state == states.RETRY:
-            signals.task_retry.send(sender=task, request=request, reason=value, einfo=einfo)
-        elif state == states.FAILURE:
-            signals.task_failure.send(sender=task, task_id=task_id, exception=value,
-                                      args=args, kwargs=kwargs, traceback=einfo, einfo=einfo)
-        signals.task_postrun.send(sender=task, task_id=task_id, task=task, args=args,
-                                  kwargs=kwargs, retval=value, state=state)
+        task.after_run(request, state, outcome.value, outcome.einfo)
 
     def end(self, message: Message, outcome: Outcome, keep_result: bool) -> None:
         """Store the task's new state, then acknowledge its message (the broker does
@@ -491,15 +471,6 @@ class Child:
     def disarm_time_limits(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         self.pool.slots.set_deadline(self.slot, 0.0)
-
-
-@contextmanager
-def _logged(what: str) -> Iterator[None]:
-    """Log an exception of user code that must not change a task's outcome."""
-    try:
-        yield
-    except Exception:
-        log.exception("%s raised", what)
 
 
 def _guess_field(raw: bytes, name: str) -> str | None:

@@ -20,6 +20,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from asyncq.broker import Broker
+from asyncq.builtins import add_builtin_tasks
 from asyncq.celery_settings import CELERY_SETTINGS, OLD_NAMES
 from asyncq.config import Settings
 from asyncq.connection import describe_url, redis_from_url, same_server
@@ -62,6 +63,7 @@ class AsyncQ:
         self.on_after_configure = Signal("app.on_after_configure")
         self.on_after_finalize = Signal("app.on_after_finalize")
         set_current_app(self)
+        add_builtin_tasks(self)
         for function, options in _shared_tasks:
             self.task(**options)(function)
 

@@ -29,12 +29,15 @@ cluster pipeline sends to every node at once and the nodes run their parts in
 no set order.
 
 A canvas step's follow-ups (queue the next step of a chain, count a chord
-member and queue the body when complete, fail the rest after a failed step)
-live in other slots. The canvas writes them as a plan, a list of commands the
-broker runs without reading. The record part of ``finish`` stores the plan in
-the record (field ``after``) together with the final state, and only if it
-stored the final state; the broker then runs the plan's commands, each on its
-own slot, and last clears ``after`` and acknowledges. Whoever finds a final
+member and queue the body when complete, end the rest after a step that did not
+succeed, queue its errbacks) live in other slots. Every path that stores a
+final state asks ``follow_ups`` for them, from what the record says follows the
+task (field ``then``, see ``workflow.py``): a plan, a list of commands the
+broker runs without reading. The record part of ``finish`` (and of a revoke, a
+recovery, a dead letter) stores the plan in the record (field ``after``)
+together with the final state, and only if it stored the final state; the
+broker then runs the plan's commands, each on its own slot, and last clears
+``after`` and acknowledges. Whoever finds a final
 record still holding ``after`` (a redelivered copy at ``start``, a recoverer, a
 retried ``finish``) runs the plan again and clears it: after a crash, a
 follow-up may happen twice (a chain's next step queued twice, which its own
@@ -50,12 +53,12 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 from redis.cluster import RedisCluster
 
-from asyncq import states
+from asyncq import states, workflow
 from asyncq.connection import RedisClient
 from asyncq.events import Events
 from asyncq.exceptions import exception_type_name
@@ -68,6 +71,19 @@ from asyncq.serialization import dumps
 # A waiter told "SUCCESS <result JSON>" has its answer without reading the record.
 SUCCESS_NOTICE = b"SUCCESS "
 NOTICE_MAX_RESULT = 64 * 1024  # larger results are read from the record instead
+
+
+class Submission(NamedTuple):
+    """One task of a canvas to enqueue: its record is written; its message queued
+    unless None (a later step); ``then`` is what follows it (see workflow.py)."""
+
+    task_id: str
+    task: str
+    queue: str
+    message: bytes | None
+    priority: int = 0
+    then: str = ""
+    due: float | None = None
 
 
 class LeftoversHeld(Exception):
@@ -167,21 +183,27 @@ class Broker:
             else ("LPUSH", self.keys.queue(queue, priority), message)
         self._in_stages([record], [push, *self._announce([queue])])
 
-    def enqueue_all(self, entries: list[tuple[str, str, str, bytes | None, int]]) -> None:
-        """Many tasks: (id, task, queue, message or None, priority) each; a None message
-        writes the PENDING record only (a later step of a canvas). All records are
-        written before any message is queued."""
-        records = [self._record_pending(task_id, task, queue, "", fresh=True)
-                   for task_id, task, queue, _, _ in entries]
-        pushes = [("LPUSH", self.keys.queue(queue, priority), message)
-                  for _, _, queue, message, priority in entries if message is not None]
-        self._in_stages(records, pushes + self._announce(entry[2] for entry in entries))
+    def enqueue_all(self, entries: Sequence[Submission]) -> None:
+        """The tasks of a canvas: all records are written before any message is queued."""
+        pushes: list[Command] = []
+        records = []
+        for entry in entries:
+            due = f"{entry.due:.6f}" if entry.due is not None and entry.due > time.time() \
+                else ""
+            records.append(self._record_pending(entry.task_id, entry.task, entry.queue, due,
+                                                True, entry.then))
+            if entry.message is not None:
+                pushes.append(("ZADD", self.keys.scheduled(entry.queue), due, entry.message)
+                              if due else
+                              ("LPUSH", self.keys.queue(entry.queue, entry.priority),
+                               entry.message))
+        self._in_stages(records, pushes + self._announce(entry.queue for entry in entries))
 
     def _record_pending(self, task_id: str, task: str, queue: str, due: str,
-                        fresh: bool | str) -> Command:
+                        fresh: bool | str, then: str = "") -> Command:
         mode = fresh if isinstance(fresh, str) else int(fresh)
         return self._enqueue.command([self.keys.task(task_id)],
-                                     [task, queue, now(), self.record_ttl, due, mode])
+                                     [task, queue, now(), self.record_ttl, due, mode, then])
 
     def record_if_new(self, task_id: str, task: str, queue: str) -> None:
         """A PENDING record for a periodic run, unless the run's record exists."""
@@ -268,18 +290,19 @@ class Broker:
     _start = Script.load("start")
 
     def start(self, message: Message, inflight: str, worker_id: str, acks_late: bool,
-              track_started: bool, extended: bool = False) -> str | None:
-        """Record that a child began the task; returns the final state instead if it has
-        one, after dropping the message (and running follow-ups a crash left undone)."""
-        final = self._run(self._start.command(
+              track_started: bool, extended: bool = False) -> tuple[str | None, str]:
+        """Record that a child began the task: (None, what follows it in its canvas).
+        When it has a final state already: (that state, ''), after dropping the
+        message (and running follow-ups a crash left undone)."""
+        answer = self._run(self._start.command(
             [self.keys.task(message.id)],
             [worker_id, now(), self.record_ttl, int(acks_late),
              states.STARTED if track_started else "", message.call() if extended else ""]))
-        if not final:
-            return None
-        status, plan = texts(final)
+        if not isinstance(answer, list):
+            return None, text(answer) or ""
+        status, plan = texts(answer)
         self._follow_up_then_ack(message.raw, inflight, plan or "")
-        return status
+        return status, ""
 
     def update_state(self, task_id: str, state: str, meta: Any) -> bool:
         """Store a custom state (such as PROGRESS) and its meta as their own fields, in
@@ -310,19 +333,71 @@ class Broker:
         chord body) unless it is final; for a canvas's follow-up plan."""
         return self._store_state(task_id, fields, self.result_ttl)
 
+    # -- what a final state sets off in a workflow ----------------------------
+    def follow_ups(self, task_id: str, then: str | None, fields: Mapping[str, str]
+                   ) -> list[Command]:
+        """The one place that decides what a task's final state sets off in its canvas
+        (``then``: the record's field; None = read it). Success takes the workflow
+        on; any other final state ends every task waiting for this one, REVOKED or
+        FAILURE with its error, and queues the errbacks (see workflow.py)."""
+        if then is None:
+            then = text(self.client.hget(self.keys.task(task_id), "then")) or ""
+        plan = workflow.load_then(then)
+        status = fields.get("status")
+        if not plan or status not in states.READY_STATES:
+            return []
+        if status == states.SUCCESS:
+            return workflow.on_success(self.keys, plan, task_id, fields.get("result", "null"),
+                                       self.record_ttl)
+        ended, errbacks = self._waiting_on(plan)
+        passed = workflow.passed_on(fields, task_id)
+        return [*(self.end_command(other, passed) for other in ended),
+                *workflow.errback_pushes(self.keys, errbacks, task_id)]
+
+    def _waiting_on(self, plan: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+        """Every task that waits, directly or through others, on the task whose ``then``
+        is ``plan``; and the errbacks to run: the task's own, and those of the chord
+        bodies among them (as Celery calls a chord's errbacks when a member fails)."""
+        errbacks = list(plan.get("err", []))
+        ended: list[str] = []
+        waiting = [str(i) for i in plan.get("next", [])]
+        while waiting:
+            fresh = [i for i in dict.fromkeys(waiting) if i not in ended]
+            ended += fresh
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in fresh:
+                pipe.hget(self.keys.task(task_id), "then")
+            waiting = []
+            for raw in pipe.execute() if fresh else []:
+                then = workflow.load_then(text(raw))
+                waiting += [str(i) for i in then.get("next", [])]
+                errbacks += then.get("err", []) if then.get("body") else []
+        return ended, errbacks
+
+    def _plan(self, task_id: str, then: str | None, fields: Mapping[str, str],
+              keep_result: bool = True) -> str:
+        """The follow-up plan to store with a final state ('' = none): the commands, and
+        the one that clears the plan (or, without a result to keep, the record)."""
+        after = self.follow_ups(task_id, then, fields)
+        if not after:
+            return ""
+        record = self.keys.task(task_id)
+        clear = ("HDEL", record, "after") if keep_result else ("DEL", record)
+        return json.dumps([list(after), clear])
+
     def finish(self, message: Message, inflight: str, fields: Mapping[str, str],
-               keep_result: bool = True, after: Sequence[Command] = ()) -> bool:
+               keep_result: bool = True, then: str | None = None) -> bool:
         """Store the final state, then ack; False if a final state was there.
 
-        ``after`` is a canvas step's follow-up plan: stored with the final state,
-        run, and cleared before the ack (see the module docstring). Without a
-        result to keep (ignore_result) the final record still goes first, and is
-        deleted with the ack: a copy redelivered after a crash between the two
-        finds the final state, as any other would, rather than no record.
+        ``then`` is what follows the task in its canvas (None: read it from the
+        record). Its follow-up plan is stored with the final state, run, and
+        cleared before the ack (see the module docstring). Without a result to keep
+        (ignore_result) the final record still goes first, and is deleted with the
+        ack: a copy redelivered after a crash between the two finds the final
+        state, as any other would, rather than no record.
         """
         record = self.keys.task(message.id)
-        clear = ("HDEL", record, "after") if keep_result else ("DEL", record)
-        plan = json.dumps([list(after), clear]) if after else ""
+        plan = self._plan(message.id, then, fields, keep_result)
         store = self._store_state(message.id, fields,
                                   self.result_ttl if keep_result else self.record_ttl,
                                   final_notice(fields), plan)
@@ -363,6 +438,13 @@ class Broker:
         self._in_stages([tuple(command) for command in follow_ups],
                         [tuple(clear), ("LREM", inflight, 1, raw)])
 
+    def _follow_up(self, plan: str) -> None:
+        """Run a plan whose task holds no message here (a revoke): a crash before it is
+        cleared leaves it for whoever takes the task's message."""
+        if plan:
+            follow_ups, clear = json.loads(plan)
+            self._in_stages([tuple(command) for command in follow_ups], [tuple(clear)])
+
     _reschedule = Script.load("reschedule")
 
     def retry(self, message: Message, inflight: str, eta: float,
@@ -384,9 +466,11 @@ class Broker:
         """End a task REVOKED unless it is already final; False if it was. A revoked
         task keeps its record, and so its revocation, for the record TTL: a worker
         that takes its message later sees the final state and drops it."""
-        stored, _, _ = self._run(self._store_state(task_id, fields, self.record_ttl))
+        plan = self._plan(task_id, None, fields)
+        stored, _, _ = self._run(self._store_state(task_id, fields, self.record_ttl, plan=plan))
         if not stored:
             return False
+        self._follow_up(plan)
         name = text(self.client.hget(self.keys.task(task_id), "task"))
         self.events.note("revoked", task_id, name or "?", count=states.REVOKED,
                          reason=fields.get("exc_message"))
@@ -405,7 +489,7 @@ class Broker:
         return bool(self._run(self._put_back.command([inflight, queue], [message.raw])))
 
     def dead_letter(self, raw: bytes, inflight: str, failure: Mapping[str, str] | None,
-                    task_id: str | None) -> bool:
+                    task_id: str | None, then: str | None = None) -> bool:
         """Set an unrunnable message aside, and fail its task where the id is known
         (unless that task already has a final state: this message is then a stray copy).
         The message is on the dead-letter list before it leaves the in-flight list.
@@ -414,8 +498,10 @@ class Broker:
         if not (task_id and failure):
             self._in_stages([aside], [("LREM", inflight, 1, raw)])
             return False
-        answers = self._store_then_ack(self.end_command(task_id, failure), raw, inflight,
-                                       beside=[aside])
+        plan = self._plan(task_id, then, failure)
+        answers = self._store_then_ack(
+            self._store_state(task_id, failure, self.result_ttl, plan=plan), raw, inflight,
+            beside=[aside], held=bool(plan))
         return bool(answers[0][0])
 
     # -- 5. recover a dead child's messages ---------------------------------
@@ -441,8 +527,8 @@ class Broker:
         if mode == "lost" and owner != inflight and self.client.exists(owner):
             return "alive"
         record = self.keys.task(message.id)
-        status, started, acks_late, redelivered, plan = texts(self.client.hmget(
-            record, "status", "started_at", "acks_late", "redeliveries", "after"))
+        status, started, acks_late, redelivered, plan, then = texts(self.client.hmget(
+            record, "status", "started_at", "acks_late", "redeliveries", "after", "then"))
         if status in states.READY_STATES:
             self._follow_up_then_ack(message.raw, inflight, plan or "")
             return "gone"
@@ -456,9 +542,11 @@ class Broker:
             return "requeued"
         # The failure first, then the message goes: a crash between leaves a held
         # message whose task is final, which the next recoverer drops ('gone').
-        answers = self._store_then_ack(self._store_state(message.id, failure, self.result_ttl),
-                                       message.raw, inflight)
-        return "failed" if answers[-1] else "missing"
+        plan = self._plan(message.id, then or "", failure)
+        answers = self._store_then_ack(
+            self._store_state(message.id, failure, self.result_ttl, plan=plan),
+            message.raw, inflight, held=bool(plan))
+        return "failed" if answers[0][0] else "missing"
 
     def inflight_messages(self, inflight: str) -> list[bytes]:
         return raw_list(self.client.lrange(inflight, 0, -1))

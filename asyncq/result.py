@@ -11,6 +11,7 @@ from asyncq.broker import SUCCESS_NOTICE
 from asyncq.current import current_app
 from asyncq.exceptions import TimeoutError, UnknownTaskError, rebuild_exception
 from asyncq.serialization import loads
+from asyncq.workflow import load_then
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -19,10 +20,29 @@ if TYPE_CHECKING:
 class AsyncResult:
     """The state and outcome of a task, read from its Redis hash on each access."""
 
-    def __init__(self, id: str, app: AsyncQ | None = None, task_name: str | None = None):
+    parent: Any = None  # the result of the step before, in a canvas
+
+    def __init__(self, id: str, app: AsyncQ | None = None, task_name: str | None = None,
+                 parent: Any = None):
         self.id = id
         self.app = app or current_app()
         self.task_name = task_name
+        self.parent = parent
+        self._children: list[Any] | None = None
+
+    @property
+    def children(self) -> list[Any] | None:
+        """The results of the tasks that follow this one in its canvas (its links, the
+        next step), as known when it was sent or else from its record."""
+        if self._children is not None:
+            return self._children
+        then = load_then(self.app.broker.record(self.id).get("then"))
+        ids = then.get("next")
+        return [AsyncResult(str(i), app=self.app) for i in ids] if ids else None
+
+    @children.setter
+    def children(self, value: list[Any] | None) -> None:
+        self._children = value
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
@@ -197,19 +217,41 @@ def _outcome(record: dict[str, str]) -> Any:
 
 
 class ResultSet:
-    """Several results handled as one (Celery's ``ResultSet``), in the order given."""
+    """Several results handled as one (Celery's ``ResultSet``), in the order given;
+    a member may itself be a group's result."""
 
-    def __init__(self, results: list[AsyncResult] | None = None):
-        self.results: list[AsyncResult] = list(results or [])
+    parent: Any = None
 
-    def __iter__(self) -> Iterator[AsyncResult]:
+    def __init__(self, results: list[Any] | None = None, app: AsyncQ | None = None):
+        self.results: list[Any] = list(results or [])
+        self.app = app
+
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.results)
 
     def __len__(self) -> int:
         return len(self.results)
 
-    def __getitem__(self, index: int) -> AsyncResult:
+    def __getitem__(self, index: int) -> Any:
         return self.results[index]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: [{', '.join(map(repr, self.results))}]>"
+
+    @property
+    def children(self) -> list[Any]:
+        return self.results
+
+    def add(self, result: Any) -> None:
+        if result not in self.results:
+            self.results.append(result)
+
+    def waiting(self) -> bool:
+        return not self.ready()
+
+    def join_native(self, timeout: float | None = None, propagate: bool = True,
+                    **ignored: Any) -> list[Any]:
+        return self.get(timeout=timeout, propagate=propagate)
 
     def ready(self) -> bool:
         return all(r.ready() for r in self.results)
@@ -224,8 +266,10 @@ class ResultSet:
         """How many finished SUCCESS, as in Celery."""
         return sum(r.successful() for r in self.results)
 
-    def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
-        """Every result, in order; ``timeout`` bounds the whole wait."""
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            **ignored: Any) -> list[Any]:
+        """Every result, in order; ``timeout`` bounds the whole wait. (Celery's
+        ``interval``, ``callback`` and the like are accepted and ignored.)"""
         deadline = None if timeout is None else time.monotonic() + timeout
         return [r.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
                       propagate=propagate) for r in self.results]
@@ -240,6 +284,13 @@ class ResultSet:
 class GroupResult(ResultSet):
     """The results of a group (Celery's ``GroupResult``), with the group's id."""
 
-    def __init__(self, results: list[AsyncResult] | None = None, id: str | None = None):
-        super().__init__(results)
+    def __init__(self, id: str | None = None, results: list[Any] | None = None,
+                 app: AsyncQ | None = None, parent: Any = None):
+        if isinstance(id, list):  # GroupResult(results), as asyncq took it before
+            id, results = None, id
+        super().__init__(results, app)
         self.id = id
+        self.parent = parent
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"

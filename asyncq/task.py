@@ -9,7 +9,6 @@ import random
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from types import MethodType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -24,6 +23,7 @@ from asyncq.exceptions import (
     Retry,
 )
 from asyncq.message import as_timestamp, new_task_id
+from asyncq.request import Request
 from asyncq.result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
@@ -83,30 +83,6 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
             raise ConfigurationError(f"serializer={value!r}: asyncq speaks JSON only")
         checked[name] = value
     return checked
-
-
-@dataclass
-class Request:
-    """What a task sees as ``self.request`` while it runs (Celery's field names)."""
-
-    id: str | None = None
-    task: str | None = None
-    args: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    is_eager: bool = False
-    eta: str | None = None
-    expires: str | None = None
-    hostname: str | None = None
-    delivery_info: dict[str, Any] = field(default_factory=dict)
-    root_id: str | None = None
-    parent_id: str | None = None
-    group: str | None = None
-    called_directly: bool = True
-    timelimit: tuple[float | None, float | None] = (None, None)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return getattr(self, name, default)
 
 
 class Task:
@@ -234,15 +210,24 @@ class Task:
                     task_id: str | None = None, queue: str | None = None,
                     countdown: float | None = None, eta: datetime | float | None = None,
                     expires: datetime | float | None = None,
-                    priority: int | None = None) -> AsyncResult:
+                    priority: int | None = None, link: Any = None,
+                    link_error: Any = None) -> AsyncResult:
         """Queue the task: its PENDING record is written, then its message pushed.
 
         ``countdown`` (seconds) or ``eta`` (a datetime or Unix time) hold it in Redis
         until then; ``expires`` (seconds from now, a datetime or Unix time) drops it,
         REVOKED, if no worker has started it by then. ``priority`` 0-9: higher runs
-        first within its queue.
+        first within its queue. ``link`` and ``link_error``: signatures (or lists of
+        them) to run with its result when it succeeds, or when it does not.
         """
         self.check_arguments(args, kwargs)
+        if link is not None or link_error is not None:
+            options = {"task_id": task_id, "queue": queue, "countdown": countdown, "eta": eta,
+                       "expires": expires if expires is not None else self.expires,
+                       "priority": priority if priority is not None else self.priority,
+                       "link": link, "link_error": link_error}
+            return self.signature(args, kwargs).apply_async(  # type: ignore[no-any-return]
+                **{k: v for k, v in options.items() if v is not None})
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, task_id=task_id)
         return self.app.send_task(self.name, args, kwargs, task_id=task_id,
@@ -381,6 +366,20 @@ class Task:
                   immutable: bool = False, **options: Any) -> Signature:
         return canvas.Signature(self.name, args, kwargs, app=self.app, immutable=immutable,
                                 **options)
+
+    subtask = signature
+
+    def chunks(self, it: Any, n: int) -> Signature:
+        """``add.chunks(zip(xs, ys), 10)``: the items in parts of n, a task per part."""
+        return canvas.Chunks(self.s(), it, n, app=self.app)
+
+    def map(self, it: Any) -> Signature:
+        """``xsum.map([[1, 2], [3]])``: one task calling this one on each item."""
+        return canvas.XMap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Any) -> Signature:
+        """``add.starmap([(1, 2), (3, 4)])``: as map, each item spread as arguments."""
+        return canvas.XStarmap(self.s(), it, app=self.app)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # Celery's name
         return AsyncResult(task_id, app=self.app, task_name=self.name)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from asyncq import signals, states
 from asyncq.broker import LeftoversHeld, failure_fields, now
-from asyncq.canvas import follow_ups, gathered_args
+from asyncq.canvas import takes_request
 from asyncq.events import EVENTS_FLUSH, NoteReader, NoteWriter
 from asyncq.exceptions import (
     ConfigurationError,
@@ -49,13 +49,14 @@ from asyncq.exceptions import (
     TimeLimitExceeded,
     WorkerLostError,
     exception_type_name,
+    rebuild_exception,
 )
 from asyncq.message import MAX_ID_BYTES, Message, parse_json
 from asyncq.outage import GaveUp, Outage, back_off
 from asyncq.recovery import Presence, Recovery, Registration, recover_list
+from asyncq.request import Request
 from asyncq.result import revoked_fields
-from asyncq.serialization import dumps
-from asyncq.task import Request
+from asyncq.serialization import dumps, loads
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -169,6 +170,7 @@ class Child:
         self.worker_id = pool.worker_id
         self.queues = list(pool.queues)  # rotated, so that none is always first
         self.inflight = ""  # the in-flight list of the batch being worked through
+        self.then: str | None = None  # what follows the current task in its canvas
         self.notes = NoteWriter(pool.notes_fd)  # task events, sent on by the supervisor
         self.outage = Outage(log)
         self.busy = False
@@ -254,6 +256,7 @@ class Child:
             self.dead_letter(raw, exc)
             return
         request = self.request(message)
+        self.then = None  # unknown until the task starts
         if not message.expired() and self.throttled(task, message):
             return
         signals.task_received.send(sender=self, request=request)
@@ -313,7 +316,7 @@ class Child:
                         retries=message.retries, more=task.track_started)
         if task.track_started:
             self.notes.note("started", message.id, task.name, self.worker_id)
-        final = self.outage.run(lambda: self.app.broker.start(
+        final, self.then = self.outage.run(lambda: self.app.broker.start(
             message, self.inflight, self.worker_id, task.acks_late, task.track_started,
             self.app.conf.result_extended))
         if final:
@@ -329,7 +332,7 @@ class Child:
 
     def execute(self, task: Task, message: Message, request: Request) -> Outcome:
         """Run the task under its time limits: its new state, or a retry."""
-        request.args = self.outage.run(lambda: gathered_args(self.app, message))  # a chord's
+        request.args = self.outage.run(lambda: self.call_args(task, message))
         signals.task_prerun.send(sender=task, task_id=message.id, task=task,
                                  args=request.args, kwargs=request.kwargs)
         began = time.monotonic()
@@ -357,6 +360,24 @@ class Child:
                               value=value)
         outcome.runtime = time.monotonic() - began
         return outcome
+
+    def call_args(self, task: Task, message: Message) -> list[Any]:
+        """The arguments a canvas adds at run time: a chord body's gathered results in
+        front; for an errback of Celery's new style, the failed task's request,
+        exception and traceback in place of its id."""
+        body, broker = message.body, self.app.broker
+        if "gather" in body:
+            results = [None if raw is None else loads(raw) for raw in broker.results(
+                body["gather"])]
+            return message.args if body.get("immutable") else [results, *message.args]
+        failed_id = body.get("errback_of")
+        if not failed_id or not takes_request(task) or body.get("immutable"):
+            return message.args
+        record = broker.record(failed_id)
+        exc = rebuild_exception(record.get("exc_type", "Exception"),
+                                record.get("exc_message", ""))
+        request = Request(id=failed_id, task=record.get("task"), hostname=record.get("worker"))
+        return [request, exc, record.get("traceback"), *message.args[1:]]
 
     def retried(self, task: Task, message: Message, reason: BaseException,
                 eta: float) -> Outcome:
@@ -408,9 +429,8 @@ class Child:
             if runtime is not None:
                 fields.setdefault("runtime", f"{runtime:.6f}")  # a failure's too
                 runtime = float(fields["runtime"])  # the event says what the record says
-            after = follow_ups(self.app, message, fields)  # a canvas's next step, if any
             stored = self.outage.run(lambda: broker.finish(message, self.inflight, fields,
-                                                           keep_result, after))
+                                                           keep_result, self.then))
         if stored:
             self.note_end(message, fields, runtime)
 
@@ -423,7 +443,7 @@ class Child:
         elif outcome.disposal == "requeue":
             self.outage.run(lambda: broker.put_back(message, self.inflight))
         elif self.outage.run(lambda: broker.dead_letter(message.raw, self.inflight,
-                                                        outcome.fields, message.id)):
+                                                        outcome.fields, message.id, self.then)):
             self.note_end(message, outcome.fields, outcome.runtime)
 
     def dead_letter(self, raw: bytes, exc: Exception) -> None:

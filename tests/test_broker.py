@@ -165,7 +165,7 @@ def test_an_ignored_result_is_deleted_with_the_ack_not_before(app, client):
                                                             for x in kv]])
     app.broker._in_stages([store])
     # then a copy delivered again finds the final state and is dropped, not run again
-    assert app.broker.start(message, inflight, "w@test", True, True) == "SUCCESS"
+    assert app.broker.start(message, inflight, "w@test", True, True) == ("SUCCESS", "")
     assert client.llen(inflight) == 0
 
     # and a whole ignore_result finish stores the final state first, then acks and

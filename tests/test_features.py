@@ -789,4 +789,4 @@ def test_a_chain_step_revoked_while_it_runs_sets_nothing_in_motion(fapp, client,
     assert mark.delay("after", marks).get(timeout=15) == "after"  # the worker went on
     assert client.lrange(marks, 0, -1) == [b"after"]
     assert received(w, "features.mark", result.id) == 0
-    assert result.state == "PENDING"
+    assert result.state == "REVOKED"  # the revoke passed on down the chain

@@ -14,4 +14,5 @@ if ARGV[6] == 'new' and redis.call('EXISTS', KEYS[1]) == 1 then return end
 redis.call('HSET', KEYS[1], 'status', 'PENDING', 'task', ARGV[1], 'queue', ARGV[2],
            'submitted_at', ARGV[3])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'eta', ARGV[5]) end
+if ARGV[7] and ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'then', ARGV[7]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])

@@ -8,9 +8,10 @@
 -- ARGV[5]  the status to show: 'STARTED', or '' to leave it as it is
 -- ARGV[6]  the call's args and kwargs as JSON, kept in the record ('' = don't:
 --          result_extended is off)
--- Returns false; or, when the task is already final, {its status, the follow-up
--- plan its record still holds ('' = none)}.
-local status, after = unpack(redis.call('HMGET', KEYS[1], 'status', 'after'))
+-- Returns what follows the task in its canvas (field 'then', '' = nothing); or,
+-- when the task is already final, {its status, the follow-up plan its record
+-- still holds ('' = none)}.
+local status, after, after_it = unpack(redis.call('HMGET', KEYS[1], 'status', 'after', 'then'))
 if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED'
     or status == 'REJECTED' then
   return {status, after or ''}
@@ -20,4 +21,4 @@ if ARGV[5] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'status', ARGV[
 redis.call('HSET', KEYS[1], unpack(fields))
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'call', ARGV[6]) end
 if not status then redis.call('EXPIRE', KEYS[1], ARGV[3]) end  -- else it keeps its TTL
-return false
+return after_it or ''

@@ -20,7 +20,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from asyncq.broker import Broker
-from asyncq.builtins import add_builtin_tasks
+from asyncq.builtins import BUILTIN_PREFIX, add_builtin_tasks
 from asyncq.celery_settings import CELERY_SETTINGS, OLD_NAMES
 from asyncq.config import Settings
 from asyncq.connection import describe_url, redis_from_url, same_server
@@ -94,6 +94,12 @@ class AsyncQ:
         if self._task_class is None:
             self._task_class = type("Task", (BaseTask,), {"app": self, "__module__": __name__})
         return self._task_class
+
+    def task_names(self, builtins: bool = False) -> list[str]:
+        """The registered task names, sorted; asyncq's own (``asyncq.map``, ...) left
+        out unless asked for, as Celery leaves out ``celery.*``."""
+        return sorted(name for name in self.tasks
+                      if builtins or not name.startswith(BUILTIN_PREFIX))
 
     def register_task(self, task: BaseTask | type[BaseTask]) -> BaseTask:
         """Register a task instance (a class-based task: a Task subclass with ``run``)."""

@@ -145,7 +145,7 @@ class Presence:
             "id": self.worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
             "concurrency": self.registration.concurrency,
             "queues": ",".join(self.registration.queues), "heartbeat": now(),
-            "tasks": ",".join(sorted(self.app.tasks))})
+            "tasks": ",".join(self.app.task_names())})
         pipe.expire(keys.worker(self.worker_id), max(1, round(conf.worker_lost_after)))
         pipe.hset(keys.workers(), self.worker_id, self.registration.as_json())
         pipe.execute()

@@ -132,10 +132,17 @@ class Task:
             self.run = MethodType(fun, self) if self.bind else fun  # type: ignore[method-assign]
             self.__doc__ = fun.__doc__
             self.__wrapped__ = fun
-            self.name = self.name or f"{fun.__module__}.{fun.__qualname__}"
+            self.name = self.name or f"{self.module_name(fun.__module__)}.{fun.__qualname__}"
         if not self.name:
             self.name = f"{type(self).__module__}.{type(self).__qualname__}"
         self._requests: list[Request] = []
+
+    def module_name(self, module: str) -> str:
+        """A task defined in a script run as ``__main__`` is named after the app's
+        ``main`` when it has one (Celery's rule), so a worker importing the module by
+        its name registers the same name."""
+        main = getattr(getattr(self, "app", None), "main", None)
+        return main if module == "__main__" and main and main != "__main__" else module
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """The task's body: the decorated function, or a subclass's own ``run``."""

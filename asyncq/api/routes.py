@@ -157,7 +157,7 @@ def generic_routes() -> Blueprint:
 
     @bp.get("/tasks")
     def list_tasks() -> Response:
-        return jsonify({"tasks": sorted(queue_app().tasks)})
+        return jsonify({"tasks": queue_app().task_names()})
 
     @bp.post("/tasks/<name>")
     def submit(name: str) -> tuple[Response, int, dict[str, str]] | tuple[Response, int]:

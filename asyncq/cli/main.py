@@ -55,7 +55,7 @@ def banner(app: AsyncQ, supervisor: Supervisor) -> str:
         *(f".> {queue}" for queue in supervisor.queues),
         "",
         "[tasks]",
-        *(f"  . {name}" for name in sorted(app.tasks)),
+        *(f"  . {name}" for name in app.task_names()),
         "",
     ]
     return "\n".join(lines)

@@ -196,6 +196,41 @@ def test_a_chain_and_a_chord_across_queues_on_different_masters(client, fapp, st
     assert client.hget(KEYS.task(result.parent.id), "after") is None
 
 
+def test_a_nested_workflow_across_masters_completes_and_a_failure_passes_on(
+        client, fapp, start_worker):
+    from tests.featureapp import add, boom, total
+
+    # given a worker consuming three queues on three masters
+    first, second, third = queues_on_each_master(client)
+    start_worker(f"--queues={first},{second},{third}", app="tests.featureapp", concurrency=3)
+
+    # when a chain runs a group (so a chord) of a chain and a task on two queues, then
+    # a chord whose body is a chain, every piece on a queue of its own master
+    def on(queue: str, sig: Any) -> Any:
+        return sig.set(queue=queue)
+
+    nested = chain(
+        on(first, add.s(1, 1)),                                        # 2
+        group(chain(on(second, add.s(10)), on(first, add.s(1))),      # 13
+              on(second, add.s(20))),                                  # 22
+        on(third, total.s()),                                          # 35
+        chord([on(first, add.s(1)), on(second, add.s(2))],             # 36, 37
+              chain(on(third, total.s()), on(first, add.s(100)))))     # 173
+    result = nested.apply_async()
+    # then every piece runs on its own master and the results flow through
+    assert result.get(timeout=30) == 173
+    assert result.parent.get(timeout=5) == 73
+
+    # when a step in the middle of such a workflow fails
+    failing = chain(on(first, add.s(1, 1)), group(on(second, boom.s()), on(first, add.s(1))),
+                    on(third, total.s()), on(second, add.s(1))).apply_async()
+    # then the rest of the workflow ends FAILURE with its error, on every master
+    with pytest.raises(Exception, match="in step"):
+        failing.get(timeout=20)
+    assert failing.state == "FAILURE"
+    assert failing.parent.state == "FAILURE"
+
+
 def test_an_acks_late_task_whose_child_is_killed_is_redelivered_and_succeeds(
         client, app, start_worker):
     from tests.taskapp import tally

@@ -121,6 +121,15 @@ def final_notice(fields: Mapping[str, str]) -> str:
     return "final"
 
 
+def _parse_plan(plan: str) -> tuple[list[list[Command]], Command]:
+    """A stored follow-up plan: its stages of commands, and the command that clears it.
+    (A plan of one stage, written by asyncq before plans had stages, reads as one.)"""
+    stages, clear = json.loads(plan)
+    if stages and stages[0] and isinstance(stages[0][0], str):
+        stages = [stages]
+    return [[tuple(command) for command in stage] for stage in stages], tuple(clear)
+
+
 class Broker:
     """All of asyncq's Redis traffic: queues (lists) and task records (hashes)."""
 
@@ -335,11 +344,12 @@ class Broker:
 
     # -- what a final state sets off in a workflow ----------------------------
     def follow_ups(self, task_id: str, then: str | None, fields: Mapping[str, str]
-                   ) -> list[Command]:
+                   ) -> list[list[Command]]:
         """The one place that decides what a task's final state sets off in its canvas
-        (``then``: the record's field; None = read it). Success takes the workflow
-        on; any other final state ends every task waiting for this one, REVOKED or
-        FAILURE with its error, and queues the errbacks (see workflow.py)."""
+        (``then``: the record's field; None = read it), in stages. Success takes the
+        workflow on; any other final state ends every task waiting for this one,
+        REVOKED or FAILURE with its error, then queues the errbacks, which read
+        those records (see workflow.py)."""
         if then is None:
             then = text(self.client.hget(self.keys.task(task_id), "then")) or ""
         plan = workflow.load_then(then)
@@ -347,38 +357,44 @@ class Broker:
         if not plan or status not in states.READY_STATES:
             return []
         if status == states.SUCCESS:
-            return workflow.on_success(self.keys, plan, task_id, fields.get("result", "null"),
-                                       self.record_ttl)
-        ended, errbacks = self._waiting_on(plan)
-        passed = workflow.passed_on(fields, task_id)
-        return [*(self.end_command(other, passed) for other in ended),
-                *workflow.errback_pushes(self.keys, errbacks, task_id)]
+            return [workflow.on_success(self.keys, plan, task_id, fields.get("result", "null"),
+                                        self.record_ttl)]
+        ended, errbacks = self._waiting_on(plan, task_id)
+        return [[self.end_command(other, workflow.passed_on(fields, task_id, past_chord))
+                 for other, past_chord in ended],
+                workflow.errback_pushes(self.keys, errbacks)]
 
-    def _waiting_on(self, plan: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    def _waiting_on(self, plan: Mapping[str, Any], task_id: str
+                    ) -> tuple[list[tuple[str, bool]], list[tuple[dict[str, Any], str]]]:
         """Every task that waits, directly or through others, on the task whose ``then``
-        is ``plan``; and the errbacks to run: the task's own, and those of the chord
-        bodies among them (as Celery calls a chord's errbacks when a member fails)."""
-        errbacks = list(plan.get("err", []))
-        ended: list[str] = []
-        waiting = [str(i) for i in plan.get("next", [])]
+        is ``plan``, each with whether it comes at or after a chord's body (which a
+        revoked member fails rather than revokes, as in Celery); and the errbacks to
+        run, each with the id it is called with: the task's own, and those of the
+        chord bodies among the waiting (as Celery calls them when a member fails)."""
+        errbacks = [(body, task_id) for body in plan.get("err", [])]
+        ended: dict[str, bool] = {}
+        waiting = [(str(i), False) for i in plan.get("next", [])]
         while waiting:
-            fresh = [i for i in dict.fromkeys(waiting) if i not in ended]
-            ended += fresh
+            fresh = {i: past for i, past in waiting if i not in ended}
             pipe = self.client.pipeline(transaction=False)
-            for task_id in fresh:
-                pipe.hget(self.keys.task(task_id), "then")
+            for other in fresh:
+                pipe.hget(self.keys.task(other), "then")
             waiting = []
-            for raw in pipe.execute() if fresh else []:
+            for (other, past), raw in zip(fresh.items(), pipe.execute() if fresh else [],
+                                          strict=True):
                 then = workflow.load_then(text(raw))
-                waiting += [str(i) for i in then.get("next", [])]
-                errbacks += then.get("err", []) if then.get("body") else []
-        return ended, errbacks
+                past = past or bool(then.get("body"))
+                ended[other] = past
+                errbacks += [(body, other) for body in then.get("err", [])] \
+                    if then.get("body") else []
+                waiting += [(str(i), past) for i in then.get("next", [])]
+        return list(ended.items()), errbacks
 
     def _plan(self, task_id: str, then: str | None, fields: Mapping[str, str],
               keep_result: bool = True) -> str:
         """The follow-up plan to store with a final state ('' = none): the commands, and
         the one that clears the plan (or, without a result to keep, the record)."""
-        after = self.follow_ups(task_id, then, fields)
+        after = [stage for stage in self.follow_ups(task_id, then, fields) if stage]
         if not after:
             return ""
         record = self.keys.task(task_id)
@@ -434,16 +450,15 @@ class Broker:
         if not plan:
             self._run(("LREM", inflight, 1, raw))
             return
-        follow_ups, clear = json.loads(plan)
-        self._in_stages([tuple(command) for command in follow_ups],
-                        [tuple(clear), ("LREM", inflight, 1, raw)])
+        stages, clear = _parse_plan(plan)
+        self._in_stages(*stages, [clear, ("LREM", inflight, 1, raw)])
 
     def _follow_up(self, plan: str) -> None:
         """Run a plan whose task holds no message here (a revoke): a crash before it is
         cleared leaves it for whoever takes the task's message."""
         if plan:
-            follow_ups, clear = json.loads(plan)
-            self._in_stages([tuple(command) for command in follow_ups], [tuple(clear)])
+            stages, clear = _parse_plan(plan)
+            self._in_stages(*stages, [clear])
 
     _reschedule = Script.load("reschedule")
 

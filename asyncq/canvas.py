@@ -402,6 +402,12 @@ class Group(Signature):
     def __len__(self) -> int:
         return len(self.tasks)
 
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
+        """``group | task`` is a chord, as in Celery."""
+        if not isinstance(other, Signature):
+            return NotImplemented
+        return Chord(self, other, app=self._app)
+
     def __repr__(self) -> str:
         return f"group({self.tasks!r})"
 
@@ -451,6 +457,14 @@ class Chord(Signature):
 
     def __repr__(self) -> str:
         return f"chord({self.tasks!r}, {self.body!r})"
+
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
+        """``chord | task``: the task joins the body, as in Celery."""
+        if not isinstance(other, Signature):
+            return NotImplemented
+        if isinstance(other, Group) or self.body is None:
+            return Chain(self, other, app=self._app)
+        return Chord(self.header, self.body | other, app=self._app, **self.options)
 
     def link(self, callback: Signature) -> Signature:
         return self.needs_body().link(callback)

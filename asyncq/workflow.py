@@ -65,21 +65,24 @@ def on_success(keys: Keys, then: Mapping[str, Any], task_id: str, result: str,
     return commands
 
 
-def passed_on(fields: Mapping[str, str], task_id: str) -> dict[str, str]:
+def passed_on(fields: Mapping[str, str], task_id: str, past_chord: bool = False
+              ) -> dict[str, str]:
     """The final state of a task that cannot run because ``task_id`` ended unsuccessful:
-    REVOKED after a revoke, else FAILURE, with the step's error."""
-    status = states.REVOKED if fields.get("status") == states.REVOKED else states.FAILURE
-    return {"status": status,
+    REVOKED after a revoke (FAILURE from a chord's body on, as Celery fails a chord
+    whose member was revoked), else FAILURE, with the step's error."""
+    revoked = fields.get("status") == states.REVOKED and not past_chord
+    return {"status": states.REVOKED if revoked else states.FAILURE,
             "exc_type": fields.get("exc_type", "asyncq.exceptions.TaskError"),
             "exc_message": f"{fields.get('exc_message', '')} (in step {task_id})",
             "finished_at": fields.get("finished_at") or f"{time.time():.6f}"}
 
 
-def errback_pushes(keys: Keys, errbacks: list[dict[str, Any]], task_id: str) -> list[Command]:
-    """Queue ``link_error`` callbacks for the failed ``task_id``: called with its id (or,
-    for Celery's new style, with its request, exception and traceback: the worker
-    reads those from the record)."""
-    return [_push(keys, {**body, "errback_of": task_id}, [task_id], {}) for body in errbacks]
+def errback_pushes(keys: Keys, errbacks: list[tuple[dict[str, Any], str]]) -> list[Command]:
+    """Queue ``link_error`` callbacks, each for the task it is called for (the failed
+    task, or the chord body it ended): with its id, or, for Celery's new style, its
+    request, exception and traceback, which the worker reads from its record."""
+    return [_push(keys, {**body, "errback_of": failed}, [failed], {})
+            for body, failed in errbacks]
 
 
 def _push(keys: Keys, body: Mapping[str, Any], first: list[Any],

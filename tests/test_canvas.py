@@ -91,7 +91,11 @@ def wait_for_states(results: list, expected: list[str], timeout: float = 10.0) -
         seen.append([result.state for result in results])
         return seen[-1] == expected
 
-    wait_until(reached, f"states {expected} (last seen {seen[-1:]})", timeout)
+    try:
+        wait_until(reached, f"states {expected}", timeout)
+    except AssertionError:
+        raise AssertionError(f"states {expected} not reached within {timeout}s; "
+                             f"last seen {seen[-1]}") from None
 
 
 def chain_nodes(result) -> list:
@@ -455,7 +459,7 @@ def test_chunks_split_the_calls_into_a_group_of_lists(capp, worker):
     worker()
 
     # when 100 additions are sent as chunks of 10
-    result = add.chunks(zip(range(100), range(100)), 10)()
+    result = add.chunks(zip(range(100), range(100), strict=True), 10)()
 
     # then it is a group of 10 tasks, each answering a list of 10 results, in order
     assert isinstance(result, GroupResult)
@@ -463,10 +467,11 @@ def test_chunks_split_the_calls_into_a_group_of_lists(capp, worker):
     assert result.get(timeout=T) == [[2 * i for i in range(start, start + 10)]
                                      for start in range(0, 100, 10)]
     # and an uneven split leaves a shorter last chunk; .group() gives the group itself
-    assert add.chunks(zip(range(5), range(5)), 2).apply_async().get(timeout=T) == [
-        [0, 2], [4, 6], [8]]
-    assert isinstance(add.chunks(zip(range(4), range(4)), 2).group(), group)
-    assert add.chunks(zip(range(4), range(4)), 2).group()().get(timeout=T) == [[0, 2], [4, 6]]
+    uneven = add.chunks(zip(range(5), range(5), strict=True), 2).apply_async()
+    assert uneven.get(timeout=T) == [[0, 2], [4, 6], [8]]
+    as_group = add.chunks(zip(range(4), range(4), strict=True), 2).group()
+    assert isinstance(as_group, group)
+    assert as_group().get(timeout=T) == [[0, 2], [4, 6]]
 
 
 def test_starmap_and_map_run_the_task_over_a_list_in_one_message(capp, worker):

@@ -68,6 +68,9 @@ from asyncq.replies import raw_list, text, text_map, texts
 from asyncq.scripts import Command, Script, execute
 from asyncq.serialization import dumps
 
+# What ``start`` answers for a task another child is running now (one run per task id).
+ELSEWHERE = "elsewhere"
+
 # A waiter told "SUCCESS <result JSON>" has its answer without reading the record.
 SUCCESS_NOTICE = b"SUCCESS "
 NOTICE_MAX_RESULT = 64 * 1024  # larger results are read from the record instead
@@ -300,18 +303,37 @@ class Broker:
 
     def start(self, message: Message, inflight: str, worker_id: str, acks_late: bool,
               track_started: bool, extended: bool = False) -> tuple[str | None, str]:
-        """Record that a child began the task: (None, what follows it in its canvas).
-        When it has a final state already: (that state, ''), after dropping the
-        message (and running follow-ups a crash left undone)."""
+        """Record that a child began the task, as its owner (``inflight`` names the
+        run): (None, what follows it in its canvas). When it has a final state
+        already: (that state, ''), after dropping the message (and running
+        follow-ups a crash left undone). When another run owns it: (ELSEWHERE,
+        that run's owner); the caller defers this copy."""
         answer = self._run(self._start.command(
             [self.keys.task(message.id)],
             [worker_id, now(), self.record_ttl, int(acks_late),
-             states.STARTED if track_started else "", message.call() if extended else ""]))
+             states.STARTED if track_started else "", message.call() if extended else "",
+             inflight]))
         if not isinstance(answer, list):
             return None, text(answer) or ""
-        status, plan = texts(answer)
-        self._follow_up_then_ack(message.raw, inflight, plan or "")
+        status, detail = texts(answer)
+        if not status:
+            return ELSEWHERE, detail or ""
+        self._follow_up_then_ack(message.raw, inflight, detail or "")
         return status, ""
+
+    _defer = Script.load("defer")
+
+    def defer(self, message: Message, inflight: str, delay: float) -> bool:
+        """Set a copy of a running task's message aside in the scheduled set for
+        ``delay`` seconds; False if this child no longer held it."""
+        return bool(self._run(self._defer.command(
+            [inflight, self.keys.scheduled(message.queue)],
+            [message.raw, f"{time.time() + delay:.6f}"])))
+
+    def holds(self, message: Message, inflight: str) -> bool:
+        """Whether the message is still in the child's in-flight list (recovery moves
+        it away from a worker presumed dead)."""
+        return self._run(("LPOS", inflight, message.raw)) is not None
 
     def update_state(self, task_id: str, state: str, meta: Any) -> bool:
         """Store a custom state (such as PROGRESS) and its meta as their own fields, in
@@ -324,17 +346,18 @@ class Broker:
             raise ValueError(f"update_state cannot set the final state {state}: "
                              "return a value or raise an exception instead")
         fields = {"status": state, "meta": dumps(meta, f"the meta of state {state!r}")}
-        stored, _, _ = self._run(self._store_state(task_id, fields, ttl="", notice="update"))
-        return bool(stored)
+        answer = self._run(self._store_state(task_id, fields, ttl="", notice="update"))
+        return bool(answer[0])
 
     # -- 4. finish: store the final state, then acknowledge ---------------------
     _store = Script.load("store")
 
     def _store_state(self, task_id: str, fields: Mapping[str, str], ttl: int | str,
-                     notice: str = "final", plan: str = "") -> Command:
-        """The command that stores a state unless the task has a final one (``store.lua``)."""
+                     notice: str = "final", plan: str = "", owner: str = "") -> Command:
+        """The command that stores a state unless the task has a final one, or another
+        run than ``owner`` owns it (``store.lua``)."""
         return self._store.command([self.keys.task(task_id)],
-                                   [ttl, self.keys.done_channel(task_id), notice, plan,
+                                   [ttl, self.keys.done_channel(task_id), notice, plan, owner,
                                     *flat(fields)])
 
     def end_command(self, task_id: str, fields: Mapping[str, str]) -> Command:
@@ -391,14 +414,15 @@ class Broker:
         return list(ended.items()), errbacks
 
     def _plan(self, task_id: str, then: str | None, fields: Mapping[str, str],
-              keep_result: bool = True) -> str:
+              keep_result: bool = True, run: str = "") -> str:
         """The follow-up plan to store with a final state ('' = none): the commands, and
         the one that clears the plan (or, without a result to keep, the record)."""
         after = [stage for stage in self.follow_ups(task_id, then, fields) if stage]
         if not after:
             return ""
         record = self.keys.task(task_id)
-        clear = ("HDEL", record, "after") if keep_result else ("DEL", record)
+        clear = ("HDEL", record, "after") if keep_result else \
+            self._drop_record.command([record], [run])
         return json.dumps([list(after), clear])
 
     def finish(self, message: Message, inflight: str, fields: Mapping[str, str],
@@ -413,17 +437,35 @@ class Broker:
         state, as any other would, rather than no record.
         """
         record = self.keys.task(message.id)
-        plan = self._plan(message.id, then, fields, keep_result)
+        plan = self._plan(message.id, then, fields, keep_result, inflight)
         store = self._store_state(message.id, fields,
                                   self.result_ttl if keep_result else self.record_ttl,
-                                  final_notice(fields), plan)
-        stored, _, finished = self._store_then_ack(
-            store, message.raw, inflight, ack_too=[] if keep_result else [("DEL", record)],
+                                  final_notice(fields), plan, owner=inflight)
+        drop = self._drop_record.command([record], [inflight])
+        stored, _, finished, other = self._store_then_ack(
+            store, message.raw, inflight, ack_too=[] if keep_result else [drop],
             held=bool(plan))[0]
         # Stored now, or by this very call's earlier try whose answer was lost (the
         # same finished_at): either way this call's outcome is the task's.
-        return bool(stored) or (bool(finished) and
-                                text(finished) == fields.get("finished_at"))
+        if stored or (finished and text(finished) == fields.get("finished_at")):
+            return True
+        self.note_late_run(message.id, fields, inflight, text(other) or text(finished))
+        return False
+
+    _drop_record = Script.load("drop_record")
+
+    def note_late_run(self, task_id: str, fields: Mapping[str, str], run: str,
+                      why: str | None) -> None:
+        """A run that ended after its task was taken from it (its worker was presumed
+        dead: another run owns the task, or ended it) keeps what it found in the
+        record's field ``late_run``, rather than throwing it away."""
+        if not why:
+            return
+        outcome = fields.get("result") if fields.get("status") == states.SUCCESS else \
+            f"{fields.get('exc_type', '')}: {fields.get('exc_message', '')}"
+        note = json.dumps({"status": fields.get("status"), "outcome": outcome, "run": run,
+                           "finished_at": fields.get("finished_at")})
+        self._run(("HSET", self.keys.task(task_id), "late_run", note))
 
     def _store_then_ack(self, store: Command, raw: bytes, inflight: str, *,
                         beside: Sequence[Command] = (), ack_too: Sequence[Command] = (),
@@ -471,8 +513,8 @@ class Broker:
         trips. A crash in between leaves RETRY stored without a started_at and the
         message held: recovery puts it back on its queue, and the try is made again.
         """
-        stored, _, _ = self._run(self._store_state(message.id, fields, self.record_ttl,
-                                                   "update"))
+        stored = self._run(self._store_state(message.id, fields, self.record_ttl, "update",
+                                             owner=inflight))[0]
         self._run(self._reschedule.command([inflight, self.keys.scheduled(message.queue)],
                                            [message.raw, stored, message.retried(), eta]))
         return bool(stored)
@@ -482,7 +524,7 @@ class Broker:
         task keeps its record, and so its revocation, for the record TTL: a worker
         that takes its message later sees the final state and drops it."""
         plan = self._plan(task_id, None, fields)
-        stored, _, _ = self._run(self._store_state(task_id, fields, self.record_ttl, plan=plan))
+        stored = self._run(self._store_state(task_id, fields, self.record_ttl, plan=plan))[0]
         if not stored:
             return False
         self._follow_up(plan)
@@ -504,7 +546,7 @@ class Broker:
         return bool(self._run(self._put_back.command([inflight, queue], [message.raw])))
 
     def dead_letter(self, raw: bytes, inflight: str, failure: Mapping[str, str] | None,
-                    task_id: str | None, then: str | None = None) -> bool:
+                    task_id: str | None, then: str | None = None, run: str = "") -> bool:
         """Set an unrunnable message aside, and fail its task where the id is known
         (unless that task already has a final state: this message is then a stray copy).
         The message is on the dead-letter list before it leaves the in-flight list.
@@ -515,7 +557,8 @@ class Broker:
             return False
         plan = self._plan(task_id, then, failure)
         answers = self._store_then_ack(
-            self._store_state(task_id, failure, self.result_ttl, plan=plan), raw, inflight,
+            self._store_state(task_id, failure, self.result_ttl, plan=plan, owner=run),
+            raw, inflight,
             beside=[aside], held=bool(plan))
         return bool(answers[0][0])
 

@@ -35,7 +35,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from asyncq import signals, states
-from asyncq.broker import LeftoversHeld, failure_fields, now
+from asyncq.broker import ELSEWHERE, LeftoversHeld, failure_fields, now
 from asyncq.canvas import takes_request
 from asyncq.events import EVENTS_FLUSH, NoteReader, NoteWriter
 from asyncq.exceptions import (
@@ -171,6 +171,7 @@ class Child:
         self.queues = list(pool.queues)  # rotated, so that none is always first
         self.inflight = ""  # the in-flight list of the batch being worked through
         self.then: str | None = None  # what follows the current task in its canvas
+        self.fetched_at = 0.0  # when the batch being worked through was taken (monotonic)
         self.notes = NoteWriter(pool.notes_fd)  # task events, sent on by the supervisor
         self.outage = Outage(log)
         self.busy = False
@@ -225,6 +226,7 @@ class Child:
             self.inflight, taken = self.outage.run(lambda: self.app.broker.fetch(
                 self.queues, self.worker_id, self.slot, conf.worker_fetch_timeout,
                 conf.worker_prefetch_multiplier, self.pool.slots.count), pause=back_off)
+            self.fetched_at = time.monotonic()
         except LeftoversHeld as held:
             self.reclaim(held.inflight)
             return []
@@ -311,7 +313,11 @@ class Child:
 
     # -- the steps of one task ----------------------------------------------
     def start(self, task: Task, message: Message, request: Request) -> bool:
-        """Mark the task started; False when it already has a final state (a duplicate)."""
+        """Mark the task started, this child its owner; False when this message is no
+        longer ours, its task already has a final state (a duplicate) or another
+        child runs it (this copy then waits in the scheduled set)."""
+        if not self.still_held(message):
+            return False
         self.notes.note("received", message.id, task.name, self.worker_id,
                         retries=message.retries, more=task.track_started)
         if task.track_started:
@@ -319,6 +325,9 @@ class Child:
         final, self.then = self.outage.run(lambda: self.app.broker.start(
             message, self.inflight, self.worker_id, task.acks_late, task.track_started,
             self.app.conf.result_extended))
+        if final == ELSEWHERE:
+            self.defer(task, message, owner=self.then or "?")
+            return False
         if final:
             log.warning("Task %s[%s] already %s: not run again", task.name, message.id, final)
             self.notes.note("rejected", message.id, task.name, self.worker_id,
@@ -329,6 +338,28 @@ class Child:
             return False
         log.info("Task %s[%s] received", task.name, message.id)
         return True
+
+    def still_held(self, message: Message) -> bool:
+        """Fencing: a message taken a while ago may have been recovered away from this
+        worker (frozen, or cut off, long enough to be presumed dead); it is then
+        another worker's to run. A fresh batch needs no check."""
+        if time.monotonic() - self.fetched_at < self.app.conf.worker_heartbeat_interval:
+            return True
+        if self.outage.run(lambda: self.app.broker.holds(message, self.inflight)):
+            return True
+        log.warning("Task %s[%s] is no longer held by this worker (recovered while it was "
+                    "away): not run here", message.task, message.id)
+        return False
+
+    def defer(self, task: Task, message: Message, owner: str) -> None:
+        """Another child runs this task now (a second copy of its message): this copy
+        waits, and is dropped once the task is final, or run if that child dies."""
+        delay = self.app.conf.worker_heartbeat_interval
+        log.warning("Task %s[%s] is running elsewhere (%s): this copy waits %.1fs", task.name,
+                    message.id, owner, delay)
+        self.outage.run(lambda: self.app.broker.defer(message, self.inflight, delay))
+        with suppress(BlockingIOError):
+            os.write(self.pool.wake_fd, b"d")  # the supervisor queues it again when due
 
     def execute(self, task: Task, message: Message, request: Request) -> Outcome:
         """Run the task under its time limits: its new state, or a retry."""
@@ -443,7 +474,8 @@ class Child:
         elif outcome.disposal == "requeue":
             self.outage.run(lambda: broker.put_back(message, self.inflight))
         elif self.outage.run(lambda: broker.dead_letter(message.raw, self.inflight,
-                                                        outcome.fields, message.id, self.then)):
+                                                        outcome.fields, message.id, self.then,
+                                                        run=self.inflight)):
             self.note_end(message, outcome.fields, outcome.runtime)
 
     def dead_letter(self, raw: bytes, exc: Exception) -> None:

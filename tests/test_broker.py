@@ -161,7 +161,7 @@ def test_an_ignored_result_is_deleted_with_the_ack_not_before(app, client):
 
     # when only the record part of an ignore_result finish ran (a crash before the ack)
     store = app.broker._eval(app.broker._store, [task_key(message.id)],
-                             [60, "channel", "final", "", *[x for kv in fields.items()
+                             [60, "channel", "final", "", "", *[x for kv in fields.items()
                                                             for x in kv]])
     app.broker._in_stages([store])
     # then a copy delivered again finds the final state and is dropped, not run again

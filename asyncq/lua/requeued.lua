@@ -13,6 +13,6 @@ end
 if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[1], 'redeliveries', 1) end
 if (started or '') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'status', 'PENDING')
-  redis.call('HDEL', KEYS[1], 'started_at')
+  redis.call('HDEL', KEYS[1], 'started_at', 'owner')
 end
 return 1

@@ -330,6 +330,12 @@ class Broker:
             [inflight, self.keys.scheduled(message.queue)],
             [message.raw, f"{time.time() + delay:.6f}"])))
 
+    def owns(self, task_id: str, run: str) -> bool:
+        """Whether the run ``run`` (a child's in-flight list) still owns the task: no
+        other run took it over, and nobody ended it meanwhile."""
+        status, owner = texts(self.client.hmget(self.keys.task(task_id), "status", "owner"))
+        return status not in states.READY_STATES and owner == run
+
     def holds(self, message: Message, inflight: str) -> bool:
         """Whether the message is still in the child's in-flight list (recovery moves
         it away from a worker presumed dead)."""

@@ -47,7 +47,7 @@ class Settings:
     worker_max_tasks_per_child: int = 0  # replace a child after this many tasks; 0 = never
     worker_prefetch_multiplier: int = 4  # messages a child takes per round trip (Celery: 4)
     worker_heartbeat_interval: float = 2.0  # seconds between a worker's heartbeats
-    worker_lost_after: float = 20.0  # seconds without a heartbeat before others recover its tasks
+    worker_lost_after: float = 10.0  # seconds without a heartbeat before others recover its tasks
     worker_fetch_timeout: float = 1.0  # seconds a child blocks on BLMOVE before looking round
     worker_send_task_events: bool = True  # task events on a capped stream (Celery: False)
     events_max_length: int = 10_000  # events kept in the stream (approximately)

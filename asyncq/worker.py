@@ -20,11 +20,13 @@ the supervisor is Celery's MainProcess, a child is a ForkPoolWorker.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -175,6 +177,7 @@ class Child:
         self.notes = NoteWriter(pool.notes_fd)  # task events, sent on by the supervisor
         self.outage = Outage(log)
         self.busy = False
+        self.running = ""  # the id of the task this child runs now
         self.stopping = False
 
     def on_sigterm(self, signum: int, frame: Any) -> None:
@@ -193,10 +196,13 @@ class Child:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor
         signal.signal(signal.SIGTERM, self.on_sigterm)
         signal.signal(signal.SIGALRM, self.on_soft_time_limit)
+        parent = os.getppid()
+        die_with_parent(parent)
         self.app.reset_connection()  # a connection of our own, not the parent's
+        threading.Thread(target=self.watch_for_a_freeze, daemon=True).start()
         signals.worker_process_init.send(sender=None)
         try:
-            self.loop(os.getppid())
+            self.loop(parent)
         finally:
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
 
@@ -214,6 +220,29 @@ class Child:
                     self.handle(raw)
                     done += 1
                     self.busy = False
+
+    def watch_for_a_freeze(self) -> None:
+        """A thread: after this process was stopped (SIGSTOP, a paused VM) long enough
+        to be presumed dead, its running task may have been recovered and started
+        elsewhere. If the task is no longer this run's, the child dies at once,
+        rather than run it to the end beside the new run."""
+        conf = self.app.conf
+        interval = max(0.1, conf.worker_heartbeat_interval / 2)
+        last = time.monotonic()
+        while True:
+            time.sleep(interval)
+            gap, last = time.monotonic() - last, time.monotonic()
+            task_id = self.running
+            if gap < interval + conf.worker_lost_after / 2 or not task_id:
+                continue
+            try:
+                owned = self.app.broker.owns(task_id, self.inflight)
+            except Exception:  # Redis away: the run's own finish is fenced anyway
+                continue
+            if not owned and self.running == task_id:
+                log.error("Task %s was taken over while this worker was stopped for %.1fs: "
+                          "this child ends now", task_id, gap)
+                os.kill(os.getpid(), signal.SIGKILL)
 
     def had_enough(self, done: int) -> bool:
         return bool(self.pool.max_tasks) and done >= self.pool.max_tasks
@@ -271,7 +300,9 @@ class Child:
         if not self.start(task, message, request):
             return
         self.pool.slots.show_running(self.slot, message.id)
+        self.running = message.id
         outcome = self.execute(task, message, request)
+        self.running = ""
         self.pool.slots.show_running(self.slot, "")
         failed = outcome.fields.get("status") == states.FAILURE
         self.end(message, outcome, keep_result=not task.ignore_result or
@@ -523,6 +554,29 @@ class Child:
     def disarm_time_limits(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         self.pool.slots.set_deadline(self.slot, 0.0)
+
+
+def die_with_parent(parent: int) -> None:
+    """A child never outlives its supervisor: with nobody to enforce its time limits,
+    revokes or recovery, it is killed at once (its acks-late task then comes back as
+    a dead host's does). Linux does it for us (PR_SET_PDEATHSIG); elsewhere a thread
+    looks every half second."""
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        done = libc.prctl(pr_set_pdeathsig, signal.SIGKILL) == 0
+    except (OSError, AttributeError):
+        done = False
+    if not done:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # it died before we asked
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _guess_field(raw: bytes, name: str) -> str | None:

@@ -50,6 +50,7 @@ Celery's counterpart is kombu's Redis transport plus its Redis result backend.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -59,7 +60,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from asyncq import states, workflow
-from asyncq.connection import RedisClient
+from asyncq.connection import RedisClient, is_refusal
 from asyncq.events import Events
 from asyncq.exceptions import exception_type_name
 from asyncq.keys import PRIORITIES, Keys
@@ -67,6 +68,8 @@ from asyncq.message import Message
 from asyncq.replies import raw_list, text, text_map, texts
 from asyncq.scripts import Command, Script, execute
 from asyncq.serialization import dumps
+
+log = logging.getLogger("asyncq.worker")
 
 # What ``start`` answers for a task another child is running now (one run per task id).
 ELSEWHERE = "elsewhere"
@@ -126,11 +129,13 @@ def final_notice(fields: Mapping[str, str]) -> str:
 
 def _parse_plan(plan: str) -> tuple[list[list[Command]], Command]:
     """A stored follow-up plan: its stages of commands, and the command that clears it.
-    (A plan of one stage, written by asyncq before plans had stages, reads as one.)"""
-    stages, clear = json.loads(plan)
-    if stages and stages[0] and isinstance(stages[0][0], str):
-        stages = [stages]
-    return [[tuple(command) for command in stage] for stage in stages], tuple(clear)
+    A plan no asyncq wrote (damaged) reads as nothing to do, logged."""
+    try:
+        stages, clear = json.loads(plan)
+        return [[tuple(command) for command in stage] for stage in stages], tuple(clear)
+    except (ValueError, TypeError) as exc:
+        log.error("a task record holds a damaged follow-up plan (%s): ignored", exc)
+        return [], ("ECHO", "damaged plan ignored")
 
 
 class Broker:
@@ -146,6 +151,8 @@ class Broker:
         self.events = Events(keys, events_max_length)  # notes sent in batches
         self._announced: set[str] = set()  # queues this process added to keys.queues()
         self._waiters = threading.local()  # one pub/sub connection per thread, for get()
+        self._damaged: set[str] = set()  # queues left alone for now (see fetch)
+        self._damaged_since = 0.0
 
     # -- how the parts of a step travel --------------------------------------
     def _in_stages(self, *stages: Sequence[Command]) -> list[Any]:
@@ -195,10 +202,12 @@ class Broker:
             else ("LPUSH", self.keys.queue(queue, priority), message)
         self._in_stages([record], [push, *self._announce([queue])])
 
-    def enqueue_all(self, entries: Sequence[Submission]) -> None:
-        """The tasks of a canvas: all records are written before any message is queued."""
+    def enqueue_all(self, entries: Sequence[Submission], beside: Sequence[Command] = ()
+                    ) -> None:
+        """The tasks of a canvas: all records (and ``beside``: the messages its chords
+        queue when complete) are written before any message is queued."""
         pushes: list[Command] = []
-        records = []
+        records = list(beside)
         for entry in entries:
             due = f"{entry.due:.6f}" if entry.due is not None and entry.due > time.time() \
                 else ""
@@ -271,21 +280,45 @@ class Broker:
         keeps one child from taking more than its part of a short queue. When every
         list is empty, block (BLMOVE) on the first queue's own list for up to ``timeout``.
         """
-        for queue in queues:
+        if self._damaged and time.monotonic() - self._damaged_since > 5:
+            self._damaged.clear()  # look at them again: repaired meanwhile?
+        usable = [queue for queue in queues if queue not in self._damaged]
+        for queue in usable:
             inflight = self.keys.inflight(queue, worker_id, slot)
             lists = [self.keys.queue(queue, priority) for priority in reversed(PRIORITIES)]
-            taken = self._run(self._fetch.command([inflight, *lists], [prefetch, share]))
+            try:
+                taken = self._run(self._fetch.command([inflight, *lists], [prefetch, share]))
+            except redis.ResponseError as exc:
+                self._skip_damaged(queue, exc)
+                continue
             if isinstance(taken, int):
                 raise LeftoversHeld(inflight)
             if taken:
                 return inflight, raw_list(taken)
-        inflight = self.keys.inflight(queues[0], worker_id, slot)
+        if not usable:
+            time.sleep(timeout)  # every queue damaged: look again later
+            self._damaged.clear()
+            return "", []
+        inflight = self.keys.inflight(usable[0], worker_id, slot)
         # BLMOVE takes a timeout in seconds as a float (Redis 6+); redis-py's hint says
         # int, but it sends the value as is. Rounding would change its meaning (0 blocks
         # forever), so the float goes through unchanged.
-        raw = self.client.blmove(self.keys.queue(queues[0]), inflight, cast(int, timeout),
-                                 "RIGHT", "LEFT")
+        try:
+            raw = self.client.blmove(self.keys.queue(usable[0]), inflight, cast(int, timeout),
+                                     "RIGHT", "LEFT")
+        except redis.ResponseError as exc:
+            self._skip_damaged(usable[0], exc)
+            raw = None
         return inflight, [] if raw is None else raw_list([raw])
+
+    def _skip_damaged(self, queue: str, exc: redis.ResponseError) -> None:
+        """A queue whose keys Redis refuses to read as lists (WRONGTYPE: not written by
+        asyncq) is left alone for a while, with one log line; the others go on."""
+        if is_refusal(exc):
+            raise exc  # full or busy: not the queue's fault
+        log.error("queue %r is damaged (%s): not consumed until it is repaired", queue, exc)
+        self._damaged.add(queue)
+        self._damaged_since = time.monotonic()
 
     _throttle = Script.load("throttle")
 
@@ -391,7 +424,7 @@ class Broker:
         ended, errbacks = self._waiting_on(plan, task_id)
         return [[self.end_command(other, workflow.passed_on(fields, task_id, past_chord))
                  for other, past_chord in ended],
-                workflow.errback_pushes(self.keys, errbacks)]
+                workflow.errback_pushes(self.keys, errbacks, fields)]
 
     def _waiting_on(self, plan: Mapping[str, Any], task_id: str
                     ) -> tuple[list[tuple[str, bool]], list[tuple[dict[str, Any], str]]]:
@@ -399,8 +432,10 @@ class Broker:
         is ``plan``, each with whether it comes at or after a chord's body (which a
         revoked member fails rather than revokes, as in Celery); and the errbacks to
         run, each with the id it is called with: the task's own, and those of the
-        chord bodies among the waiting (as Celery calls them when a member fails)."""
+        bodies of the chords whose header it is in (as Celery calls them when a
+        member fails; not those of chords further on, which never started)."""
         errbacks = [(body, task_id) for body in plan.get("err", [])]
+        headed = set(plan.get("in", []))
         ended: dict[str, bool] = {}
         waiting = [(str(i), False) for i in plan.get("next", [])]
         while waiting:
@@ -414,8 +449,8 @@ class Broker:
                 then = workflow.load_then(text(raw))
                 past = past or bool(then.get("body"))
                 ended[other] = past
-                errbacks += [(body, other) for body in then.get("err", [])] \
-                    if then.get("body") else []
+                if other in headed:
+                    errbacks += [(body, other) for body in then.get("err", [])]
                 waiting += [(str(i), past) for i in then.get("next", [])]
         return list(ended.items()), errbacks
 
@@ -499,14 +534,36 @@ class Broker:
             self._run(("LREM", inflight, 1, raw))
             return
         stages, clear = _parse_plan(plan)
-        self._in_stages(*stages, [clear, ("LREM", inflight, 1, raw)])
+        if self._apply(stages):
+            self._in_stages([clear, ("LREM", inflight, 1, raw)])
+        else:  # kept whole, plan and all: `asyncq dead requeue` applies it again
+            self._in_stages([("LPUSH", self.keys.dead_letters(), raw)],
+                            [("LREM", inflight, 1, raw)])
 
     def _follow_up(self, plan: str) -> None:
         """Run a plan whose task holds no message here (a revoke): a crash before it is
         cleared leaves it for whoever takes the task's message."""
         if plan:
             stages, clear = _parse_plan(plan)
-            self._in_stages(*stages, [clear])
+            if self._apply(stages):
+                self._run(clear)
+
+    def _apply(self, stages: list[list[Command]]) -> bool:
+        """Run a plan's stages; clear it only once every command worked. (On a single
+        Redis a pipeline runs all its commands even after one fails: a refused push
+        must not be followed by clearing the plan that holds it.) A command that
+        Redis refuses for good (a damaged key) leaves the plan in the record, logged."""
+        try:
+            for answer in self._in_stages(*stages):
+                if isinstance(answer, Exception):
+                    raise answer
+        except redis.ResponseError as exc:
+            if is_refusal(exc):
+                raise  # full or busy: the caller's outage handling tries again
+            log.error("a canvas follow-up failed (%s): its message is kept as a dead letter "
+                      "with the plan in its record; `asyncq dead requeue` tries again", exc)
+            return False
+        return True
 
     _reschedule = Script.load("reschedule")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
 import time
 from collections.abc import Iterable
 from copy import deepcopy
@@ -30,6 +31,7 @@ from asyncq.keys import check_priority
 from asyncq.message import as_timestamp, encode_body, new_task_id
 from asyncq.request import Request
 from asyncq.result import AsyncResult, EagerResult, GroupResult
+from asyncq.scripts import Command
 from asyncq.workflow import dump_then
 
 if TYPE_CHECKING:
@@ -162,6 +164,9 @@ class Signature(dict[str, Any]):
         copy = type(self).from_dict(deepcopy(dict(self)), app=self._app)
         if args or kwargs:
             copy.args, copy.kwargs = self.merged(args, kwargs)
+        immutable = options.pop("immutable", None)
+        if immutable is not None:
+            copy.immutable = immutable
         copy.options.update(options)
         return copy
 
@@ -237,10 +242,10 @@ class Signature(dict[str, Any]):
         if self.immutable:
             body["immutable"] = True
         expires = options.get("expires")
-        if expires is not None:
-            body["expires"] = as_timestamp(
-                time.time() + expires if isinstance(expires, int | float)
-                else self.app.aware(expires))
+        if isinstance(expires, int | float):  # seconds from when it is queued
+            body["expires_in"] = float(expires)
+        elif expires is not None:
+            body["expires"] = as_timestamp(self.app.aware(expires))
         return body
 
     def due(self) -> float | None:
@@ -279,9 +284,10 @@ class Signature(dict[str, Any]):
 def signature(varies: Any, args: Any = None, kwargs: dict[str, Any] | None = None,
               app: AsyncQ | None = None, **options: Any) -> Signature:
     """Celery's ``signature('proj.add', args=(2, 2), countdown=10)``; a signature or
-    its dict comes back as a signature."""
+    its dict comes back as a signature (a copy, as in Celery)."""
     if isinstance(varies, dict):
-        return maybe_signature(varies, app) if not isinstance(varies, Signature) else varies
+        copy: Signature = maybe_signature(varies, app, clone=True)
+        return copy
     return Signature(varies, args, kwargs, app=app, **options)
 
 
@@ -323,10 +329,8 @@ class Chain(Signature):
         steps: list[Signature] = []
         for step in _signatures(tasks, app):
             steps += step.tasks if isinstance(step, Chain) else [step]
-        if not steps:
-            raise TypeError("chain() takes at least one signature, such as add.s(1, 2)")
         super().__init__("asyncq.chain", (), {"tasks": steps}, options=options,
-                         subtask_type="chain", app=app or steps[0]._app)
+                         subtask_type="chain", app=app or (steps[0]._app if steps else None))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], app: AsyncQ | None = None) -> Signature:
@@ -338,13 +342,20 @@ class Chain(Signature):
 
     @property
     def app(self) -> AsyncQ:
-        return self._app or self.tasks[0].app
+        return self._app or (self.tasks[0].app if self.tasks else current_app())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
     def __repr__(self) -> str:
-        return " | ".join(map(repr, self.tasks))
+        return " | ".join(map(repr, self.tasks)) or "chain()"
+
+    def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None,
+                    **options: Any) -> Any:
+        """Send it; an empty chain sends nothing (None), as in Celery."""
+        if not self.tasks:
+            return None
+        return super().apply_async(args, kwargs, **options)
 
     def steps(self) -> list[Signature]:
         """The steps to run, a group followed by a step made a chord (as Celery does)."""
@@ -396,11 +407,25 @@ class Group(Signature):
     def app(self) -> AsyncQ:
         return self._app or (self.tasks[0].app if self.tasks else current_app())
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.apply_async(args, kwargs)
+    def __call__(self, *args: Any, **options: Any) -> Any:
+        """``group(...)(2, countdown=1)``: extra args for every task, and options."""
+        return self.apply_async(args, None, **options)
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+    def link(self, callback: Signature) -> Signature:
+        """As in Celery: the callback follows the first task only (made immutable: it
+        would otherwise get that one result); use a chord to follow them all."""
+        if not self.tasks:
+            raise TypeError("an empty group has no task to link to")
+        return self.tasks[0].link(maybe_signature(callback, self._app).clone(immutable=True))
+
+    def link_error(self, errback: Signature) -> Signature:
+        """The errback is called for any task of the group that fails."""
+        for task in self.tasks:
+            task.link_error(maybe_signature(errback, self._app).clone(immutable=True))
+        return errback
 
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]
         """``group | task`` is a chord, as in Celery."""
@@ -430,8 +455,9 @@ class Chord(Signature):
     @classmethod
     def from_dict(cls, d: dict[str, Any], app: AsyncQ | None = None) -> Signature:
         kwargs = d["kwargs"]
-        return cls(maybe_signature(kwargs["header"], app), kwargs.get("body"), app=app,
-                   **(d.get("options") or {}))
+        header = kwargs["header"]  # a group's dict, or (as Celery writes it) a list
+        return cls(maybe_signature(header, app) if isinstance(header, dict) else header,
+                   kwargs.get("body"), app=app, **(d.get("options") or {}))
 
     @property
     def tasks(self) -> list[Signature]:
@@ -609,6 +635,7 @@ class Node:
     next: list[str] = field(default_factory=list)
     err: list[dict[str, Any]] = field(default_factory=list)
     chord_body: bool = False
+    in_chords: list[str] = field(default_factory=list)  # the bodies of chords it heads
     due: float | None = None  # when it is queued with the canvas: run it then
     delay: dict[str, float] = field(default_factory=dict)  # when a step before queues it
 
@@ -620,6 +647,8 @@ class Node:
         then: dict[str, Any] = {"ok": self.ok, "next": self.next, "err": self.err}
         if self.chord_body:
             then["body"] = 1
+        if self.in_chords:
+            then["in"] = self.in_chords
         return {k: v for k, v in then.items() if v}
 
 
@@ -650,6 +679,7 @@ class Workflow:
     def __init__(self, app: AsyncQ):
         self.app = app
         self.nodes: list[Node] = []
+        self.chords: list[tuple[str, list[Node]]] = []  # (chord id, its body's first tasks)
 
     def submit(self, sig: Signature, args: Any, kwargs: dict[str, Any],
                options: dict[str, Any]) -> Any:
@@ -664,13 +694,26 @@ class Workflow:
             if not entry.body.get("immutable"):
                 entry.body["args"] = [*args, *entry.body["args"]]
                 entry.body["kwargs"] = {**entry.body["kwargs"], **kwargs}
+            _expires_from_now(entry.body)
         starts = {id(entry) for entry in built.entries}
         self.app.broker.enqueue_all([Submission(
             node.id, node.body["task"], node.body["queue"],
             encode_body(node.body) if id(node) in starts else None,
             int(node.body.get("priority") or 0), dump_then(node.then()), node.due)
-            for node in self.nodes])
+            for node in self.nodes], beside=self.chord_bodies())
         return built.result
+
+    def chord_bodies(self) -> list[Command]:
+        """The messages each chord queues when complete, written once beside its set."""
+        keys, ttl = self.app.keys, self.app.broker.record_ttl
+        commands: list[Command] = []
+        for chord_id, entries in self.chords:
+            for entry in entries:
+                _expires_from_now(entry.body)
+            queue = entries[0].body["queue"]
+            messages = json.dumps([encode_body(entry.body).decode() for entry in entries])
+            commands.append(("SET", keys.chord_bodies(queue, chord_id), messages, "EX", ttl))
+        return commands
 
     def build(self, sig: Signature, after: After) -> Built:
         if isinstance(sig, Chord):
@@ -728,6 +771,9 @@ class Workflow:
         return Built(built[0].entries, built[-1].exits, built[-1].result)
 
     def group(self, group_: Group, after: After) -> Built:
+        if "link" in group_.options:
+            raise TypeError("a group takes no link option: use a chord, or group.link() "
+                            "for its first task, as in Celery")
         options = {k: v for k, v in group_.options.items() if k != "task_id"}
         pieces = [self.build(task.clone(**options), after) for task in group_.tasks]
         return Built([e for p in pieces for e in p.entries], [x for p in pieces for x in p.exits],
@@ -735,7 +781,9 @@ class Workflow:
                                  [p.result for p in pieces], app=self.app))
 
     def chord(self, chord_: Chord, after: After) -> Built:
-        body = self.build(chord_.needs_body().clone(), after)
+        """The body's first tasks wait, their messages written beside the chord's set;
+        each header task that completes is counted, and the last one queues them."""
+        body = self.build(chord_body(chord_), after)
         queues = {entry.body["queue"] for entry in body.entries}
         if len(queues) != 1:
             raise ValueError("a chord's body must start on one queue: its first tasks go to "
@@ -743,17 +791,43 @@ class Workflow:
         for entry in body.entries:
             entry.chord_body = True
         refuse_ignored_results(self.app, chord_.header)
-        count: dict[str, Any] = {"queue": queues.pop(), "chord": body.entries[0].id,
-                                 "bodies": [entry.body for entry in body.entries]}
+        chord_id, first = body.entries[0].id, len(self.nodes)
+        count: dict[str, Any] = {"queue": queues.pop(), "chord": chord_id, "lists": [
+            [entry.body["queue"], int(entry.body.get("priority") or 0)]
+            for entry in body.entries]}
         header = self.group(chord_.header, After([{"count": count}],
                                                  [entry.id for entry in body.entries]))
         count["size"] = len(header.exits)
+        for node in self.nodes[first:]:  # a failure in the header calls the body's errbacks
+            node.in_chords += [entry.id for entry in body.entries]
         for entry in body.entries:
             entry.body["gather"] = header.exits
         attach_parent(body.result, header.result)
         if not header.exits:  # an empty header: the body runs at once, with []
             return Built(body.entries, body.exits, body.result)
+        self.chords.append((chord_id, body.entries))
         return Built(header.entries, body.exits, body.result)
+
+
+def chord_body(chord_: Chord) -> Signature:
+    """The body to build, with the chord's own options: its task_id, link and link_error
+    are the body's (its result is the chord's), as in Celery."""
+    body = chord_.needs_body().clone()
+    target = body.tasks[-1] if isinstance(body, Chain) and body.tasks else body
+    options = chord_.options
+    if options.get("task_id"):
+        target.options["task_id"] = options["task_id"]
+    for link in _listed(options.get("link")):
+        target.link(link)
+    for errback in _listed(options.get("link_error")):
+        body.link_error(errback)
+    return body
+
+
+def _expires_from_now(body: dict[str, Any]) -> None:
+    """A message queued now: its expiry counted from now."""
+    if "expires_in" in body:
+        body["expires"] = time.time() + float(body.pop("expires_in"))
 
 
 def refuse_ignored_results(app: AsyncQ, header: Group) -> None:

@@ -29,8 +29,10 @@ from redis.exceptions import (
     AuthorizationError,
     ClusterDownError,
     ConnectionError,
+    OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     SlotNotCoveredError,
     TimeoutError,
     TryAgainError,
@@ -86,6 +88,27 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TRANSIENT_ERRORS):
         return True
     return type(exc) is RedisClusterException and str(exc).startswith(_CLUSTER_UNREACHABLE)
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """True when Redis answered but refused for now, in a way waiting may end: full
+    (``OOM``, maxmemory with noeviction) or busy running a script (``BUSY``)."""
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and str(exc).startswith("BUSY "))
+
+
+def eviction_risk(client: RedisClient) -> str | None:
+    """What can make Redis evict asyncq's keys (a queue, a record), or None: a
+    ``maxmemory`` with any ``maxmemory-policy`` but ``noeviction``. Read from INFO
+    (allowed where CONFIG is not), on every master of a cluster."""
+    answer = client.info("memory")
+    infos = [answer] if "maxmemory_policy" in answer else list(answer.values())
+    for info in infos:
+        policy = info.get("maxmemory_policy", "noeviction")
+        if policy != "noeviction" and int(info.get("maxmemory") or 0) > 0:
+            return (f"maxmemory-policy is {policy} (with maxmemory {info['maxmemory']}): "
+                    "Redis may evict queued tasks and results when it is full")
+    return None
 
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}

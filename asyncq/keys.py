@@ -78,6 +78,11 @@ class Keys:
         It lives beside the body's queue, so that counting and queueing are one step."""
         return f"{self.queue_tag(body_queue)}:chord:{body_id}"
 
+    def chord_bodies(self, body_queue: str, body_id: str) -> str:
+        """The messages of a chord's body, written once when the chord is sent, beside
+        its member set: what completing the chord queues."""
+        return f"{self.chord(body_queue, body_id)}:bodies"
+
     # -- per task -----------------------------------------------------------
     def task(self, task_id: str) -> str:
         """Hash holding one task's record: status, result, error, timestamps, meta."""

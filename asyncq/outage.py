@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from redis.exceptions import RedisClusterException
 
-from asyncq.connection import TRANSIENT_ERRORS, is_transient
+from asyncq.connection import TRANSIENT_ERRORS, is_refusal, is_transient
 
 # What redis-py raises while Redis is down, restarting or still loading its data, a
 # Sentinel-managed master is failing over, or a cluster node is failing or resharding.
@@ -62,14 +62,15 @@ class Outage:
         """Run ``step``, a Redis step, until Redis answers; returns what it returns.
 
         While Redis is away (``connection.is_transient``: a wrong password is not an
-        outage), each failure is noted and ``pause(backoff)`` waits before the next
-        try; when ``pause`` returns False, GaveUp is raised instead.
+        outage) or refuses for now (``is_refusal``: full, or busy with a script),
+        each failure is noted and ``pause(backoff)`` waits before the next try; when
+        ``pause`` returns False, GaveUp is raised instead.
         """
         while True:
             try:
                 value = step()
             except Exception as exc:  # a cluster client that finds no node raises its own kind
-                if not is_transient(exc):
+                if not (is_transient(exc) or is_refusal(exc)):
                     raise
                 if not pause(self.failed(exc)):
                     raise GaveUp from exc
@@ -90,7 +91,8 @@ class Outage:
         if self.since is None:
             self.since = time.monotonic()
             self.delay = self.first_delay
-            self.log.error("Redis unreachable (%s); retrying with backoff", exc)
+            self.log.error("Redis %s (%s); retrying with backoff",
+                           "refused" if is_refusal(exc) else "unreachable", exc)
         else:
             self.delay = min(self.delay * 2, self.max_delay)
         return self.delay

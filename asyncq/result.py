@@ -285,7 +285,7 @@ class GroupResult(ResultSet):
     """The results of a group (Celery's ``GroupResult``), with the group's id."""
 
     def __init__(self, id: str | None = None, results: list[Any] | None = None,
-                 app: AsyncQ | None = None, parent: Any = None):
+                 parent: Any = None, app: AsyncQ | None = None):
         if isinstance(id, list):  # GroupResult(results), as asyncq took it before
             id, results = None, id
         super().__init__(results, app)

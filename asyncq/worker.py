@@ -435,11 +435,12 @@ class Child:
         failed_id = body.get("errback_of")
         if not failed_id or not takes_request(task) or body.get("immutable"):
             return message.args
-        record = broker.record(failed_id)
-        exc = rebuild_exception(record.get("exc_type", "Exception"),
-                                record.get("exc_message", ""))
+        record = broker.record(failed_id)  # for its name and worker; may be gone
+        error = body.get("error") or record
+        exc = rebuild_exception(error.get("exc_type") or "Exception",
+                                error.get("exc_message", ""))
         request = Request(id=failed_id, task=record.get("task"), hostname=record.get("worker"))
-        return [request, exc, record.get("traceback"), *message.args[1:]]
+        return [request, exc, error.get("traceback"), *message.args[1:]]
 
     def retried(self, task: Task, message: Message, reason: BaseException,
                 eta: float) -> Outcome:

@@ -6,14 +6,16 @@ Each task of a canvas keeps, in its record's field ``then``, what follows it
     {"ok":   [actions to take when it succeeds],
      "next": [ids of the tasks that wait for it],
      "err":  [messages of its link_error callbacks],
-     "body": 1 when it starts a chord's body}
+     "body": 1 when it starts a chord's body,
+     "in":   [ids of the bodies of the chords whose header it is in]}
 
 An action is ``{"push": message}`` (queue the message with the result as its
 first argument, unless immutable; ``"in"``/``"at"`` delay it) or ``{"count":
 chord}`` (count this task in the chord's set; the member that completes the set
-queues the chord's body). When the task ends any other way (an error, a time
-limit, a revoke, a lost worker, expiry), every task that waited for it, and
-every task that waited for those, ends with its error, and the errbacks run.
+queues the chord's body, whose messages wait beside the set). When the task
+ends any other way (an error, a time limit, a revoke, a lost worker, expiry),
+every task that waited for it, and every task that waited for those, ends with
+its error, and the errbacks run.
 
 The broker calls ``Broker.follow_ups`` for every final state it stores, and
 stores the commands it gets back as the record's follow-up plan (see
@@ -31,14 +33,14 @@ from asyncq import states
 from asyncq.keys import Keys
 from asyncq.message import encode_body
 from asyncq.scripts import Command, Script
-from asyncq.serialization import loads
+from asyncq.serialization import dumps, loads
 
 _CHORD = Script.load("chord")  # count a chord member; the last one queues the body
 
 
 def dump_then(then: Mapping[str, Any]) -> str:
     """The ``then`` field of a record ('' when nothing follows the task)."""
-    return json.dumps(then, separators=(",", ":")) if then else ""
+    return dumps(then, "a canvas step's arguments") if then else ""
 
 
 def load_then(raw: str | None) -> dict[str, Any]:
@@ -77,11 +79,14 @@ def passed_on(fields: Mapping[str, str], task_id: str, past_chord: bool = False
             "finished_at": fields.get("finished_at") or f"{time.time():.6f}"}
 
 
-def errback_pushes(keys: Keys, errbacks: list[tuple[dict[str, Any], str]]) -> list[Command]:
+def errback_pushes(keys: Keys, errbacks: list[tuple[dict[str, Any], str]],
+                   fields: Mapping[str, str]) -> list[Command]:
     """Queue ``link_error`` callbacks, each for the task it is called for (the failed
     task, or the chord body it ended): with its id, or, for Celery's new style, its
-    request, exception and traceback, which the worker reads from its record."""
-    return [_push(keys, {**body, "errback_of": failed}, [failed], {})
+    request, exception and traceback; the error travels in the message, as the
+    failed task's record may be gone (ignore_result) by the time it runs."""
+    error = {k: fields.get(k, "") for k in ("exc_type", "exc_message", "traceback")}
+    return [_push(keys, {**body, "errback_of": failed, "error": error}, [failed], {})
             for body, failed in errbacks]
 
 
@@ -90,6 +95,8 @@ def _push(keys: Keys, body: Mapping[str, Any], first: list[Any],
     message = dict(body)
     if not message.get("immutable"):
         message["args"] = [*first, *message["args"]]
+    if "expires_in" in message:  # counted from when the step is queued, as in Celery
+        message["expires"] = time.time() + float(message.pop("expires_in"))
     raw = encode_body(message).decode()
     due = time.time() + float(action["in"]) if "in" in action else action.get("at")
     if due is not None and due > time.time():
@@ -100,8 +107,7 @@ def _push(keys: Keys, body: Mapping[str, Any], first: list[Any],
 def _count(keys: Keys, chord: Mapping[str, Any], member_id: str, ttl: int) -> Command:
     """Count a chord member that succeeded; the one that completes the set queues the
     body's first tasks (all on one queue: one slot)."""
-    bodies = chord["bodies"]
-    lists = [keys.queue(b["queue"], int(b.get("priority") or 0)) for b in bodies]
-    return _CHORD.command([keys.chord(chord["queue"], chord["chord"]), *lists],
-                          [member_id, ttl, chord["size"],
-                           *(encode_body(b).decode() for b in bodies)])
+    queue, chord_id = chord["queue"], chord["chord"]
+    lists = [keys.queue(name, int(priority)) for name, priority in chord["lists"]]
+    return _CHORD.command([keys.chord(queue, chord_id), keys.chord_bodies(queue, chord_id),
+                           *lists], [member_id, ttl, chord["size"]])

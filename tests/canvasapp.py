@@ -179,3 +179,9 @@ def errback_new(request, exc, traceback):
         "is_exception": isinstance(exc, BaseException), "exc": str(exc),
         "traceback": traceback if isinstance(traceback, str) else repr(traceback)}))
     return request.id
+
+
+@app.task(name="canvas.quiet_boom", ignore_result=True)
+def quiet_boom(*args):
+    """A failing task whose result is not kept: its errbacks still learn its error."""
+    raise Boom("quietly")

@@ -265,7 +265,8 @@ class AsyncQ:
         if self._broker is None:
             events = self.conf.events_max_length if self.conf.worker_send_task_events else 0
             self._broker = Broker(self.connect(), self.keys, self.conf.task_record_ttl,
-                                  self.conf.result_expires, events)
+                                  self.conf.result_expires, events,
+                                  allow_eviction=self.conf.broker_allow_eviction)
         return self._broker
 
     def connect(self) -> redis.Redis | RedisCluster:

@@ -60,9 +60,9 @@ import redis
 from redis.cluster import RedisCluster
 
 from asyncq import states, workflow
-from asyncq.connection import RedisClient, is_refusal
+from asyncq.connection import RedisClient, eviction_risk, is_refusal
 from asyncq.events import Events
-from asyncq.exceptions import exception_type_name
+from asyncq.exceptions import EvictingRedis, exception_type_name
 from asyncq.keys import PRIORITIES, Keys
 from asyncq.message import Message
 from asyncq.replies import raw_list, text, text_map, texts
@@ -142,7 +142,7 @@ class Broker:
     """All of asyncq's Redis traffic: queues (lists) and task records (hashes)."""
 
     def __init__(self, client: RedisClient, keys: Keys, record_ttl: int,
-                 result_ttl: int, events_max_length: int = 0):
+                 result_ttl: int, events_max_length: int = 0, allow_eviction: bool = False):
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
         self.keys = keys
@@ -153,6 +153,28 @@ class Broker:
         self._waiters = threading.local()  # one pub/sub connection per thread, for get()
         self._damaged: set[str] = set()  # queues left alone for now (see fetch)
         self._damaged_since = 0.0
+        self.allow_eviction = allow_eviction
+        self._eviction: tuple[str | None] | None = None  # what eviction_risk found, once
+
+    # -- a Redis that may evict keys is refused ---------------------------------
+    def eviction_warning(self) -> str | None:
+        """Why this Redis may evict asyncq's keys when full, or None (read once per
+        connection; None too where INFO is not allowed: nothing to go on)."""
+        if self._eviction is None:
+            try:
+                self._eviction = (eviction_risk(self.client),)
+            except redis.ResponseError:  # INFO refused (ACL): not known, not refused
+                self._eviction = (None,)
+        return self._eviction[0]
+
+    def refuse_if_evicting(self) -> None:
+        """Queueing work on a Redis that may evict it is refused, unless allowed."""
+        risk = self.eviction_warning()
+        if risk and not self.allow_eviction:
+            raise EvictingRedis(
+                f"{risk}. asyncq refuses to queue work there: set maxmemory-policy to "
+                "noeviction (CONFIG SET maxmemory-policy noeviction, or redis.conf), or set "
+                "broker_allow_eviction = True to accept that tasks may be lost")
 
     # -- how the parts of a step travel --------------------------------------
     def _in_stages(self, *stages: Sequence[Command]) -> list[Any]:
@@ -196,6 +218,7 @@ class Broker:
         """Write the PENDING record, then queue the message (or schedule it): a worker
         that takes the message always finds the record. ``fresh`` first clears a
         record left under this id (a task_id given again)."""
+        self.refuse_if_evicting()
         due = f"{eta:.6f}" if eta is not None and eta > time.time() else ""
         record = self._record_pending(task_id, task, queue, due, fresh)
         push = ("ZADD", self.keys.scheduled(queue), due, message) if due \
@@ -206,6 +229,7 @@ class Broker:
                     ) -> None:
         """The tasks of a canvas: all records (and ``beside``: the messages its chords
         queue when complete) are written before any message is queued."""
+        self.refuse_if_evicting()
         pushes: list[Command] = []
         records = list(beside)
         for entry in entries:

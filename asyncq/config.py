@@ -38,6 +38,9 @@ class Settings:
     result_extended: bool = True  # keep args and kwargs in the record (Celery: False)
     result_expires: int = DAY  # seconds a final result is kept (Celery: one day)
     task_record_ttl: int = 7 * DAY  # safety TTL of records of queued or running tasks
+    # Work on a Redis that may evict keys when full (maxmemory-policy other than
+    # noeviction), warned about rather than refused: tasks and results may vanish.
+    broker_allow_eviction: bool = False
     task_serializer: str = "json"  # accepted for Celery code; only json exists
     result_serializer: str = "json"  # likewise
     accept_content: tuple[str, ...] = ("json",)  # likewise

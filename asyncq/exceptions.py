@@ -80,6 +80,11 @@ class QueueNotFound(AsyncQError, KeyError):
     """A task was routed to a queue the app does not know."""
 
 
+class EvictingRedis(ConfigurationError):
+    """The Redis asyncq would queue work on may evict keys when full (a maxmemory-policy
+    other than noeviction): queued tasks and results could vanish without a trace."""
+
+
 class ImproperlyConfigured(ConfigurationError):
     """Celery's name for a configuration error."""
 

@@ -57,6 +57,7 @@ class Outage:
         self.max_delay = max_delay  # kept short so work resumes soon after Redis returns
         self.since: float | None = None
         self.delay = first_delay
+        self.refusal_told = -60.0  # when a refusal (full, busy) was last logged
 
     def run(self, step: Callable[[], T], pause: Callable[[float], bool] = sleep) -> T:
         """Run ``step``, a Redis step, until Redis answers; returns what it returns.
@@ -88,11 +89,15 @@ class Outage:
 
     def failed(self, exc: Exception) -> float:
         """Note a failed call; returns how long to wait before the next try."""
+        if is_refusal(exc):  # reads still work meanwhile: told once a minute, not per call
+            if time.monotonic() - self.refusal_told >= 60.0:
+                self.refusal_told = time.monotonic()
+                self.log.error("Redis refused (%s); retrying with backoff while it lasts", exc)
+            return self.max_delay
         if self.since is None:
             self.since = time.monotonic()
             self.delay = self.first_delay
-            self.log.error("Redis %s (%s); retrying with backoff",
-                           "refused" if is_refusal(exc) else "unreachable", exc)
+            self.log.error("Redis unreachable (%s); retrying with backoff", exc)
         else:
             self.delay = min(self.delay * 2, self.max_delay)
         return self.delay

@@ -36,6 +36,8 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from asyncq import signals, states
 from asyncq.broker import ELSEWHERE, LeftoversHeld, failure_fields, now
 from asyncq.canvas import takes_request
@@ -217,7 +219,7 @@ class Child:
                     if self.stopping or self.had_enough(done):
                         break  # the rest of the batch goes back to the queue on exit
                     self.busy = True
-                    self.handle(raw)
+                    self.handle_contained(raw)
                     done += 1
                     self.busy = False
 
@@ -243,6 +245,24 @@ class Child:
                 log.error("Task %s was taken over while this worker was stopped for %.1fs: "
                           "this child ends now", task_id, gap)
                 os.kill(os.getpid(), signal.SIGKILL)
+
+    def handle_contained(self, raw: bytes) -> None:
+        """``handle``, where a Redis error that waiting will not end (a damaged record:
+        WRONGTYPE, a field no asyncq wrote) costs that one message, set aside as a dead
+        letter, never the child: other tasks go on. (Outages and refusals, such as a
+        full Redis, are waited out inside.)"""
+        try:
+            self.handle(raw)
+        except redis.ResponseError as exc:
+            self.running = ""
+            self.pool.slots.show_running(self.slot, "")
+            log.error("Task %s: Redis refused a step (%s): its message is set aside as a dead "
+                      "letter", _guess_field(raw, "id"), exc)
+            try:
+                self.outage.run(lambda: self.app.broker.dead_letter(raw, self.inflight, None,
+                                                                    None))
+            except redis.ResponseError as again:
+                log.error("setting the message aside failed too (%s): it stays held", again)
 
     def had_enough(self, done: int) -> bool:
         return bool(self.pool.max_tasks) and done >= self.pool.max_tasks
@@ -557,6 +577,24 @@ class Child:
         self.pool.slots.set_deadline(self.slot, 0.0)
 
 
+_told: dict[str, float] = {}  # the supervisor's contained errors, by text: when last logged
+
+
+def contained(chore: Callable[[], object]) -> None:
+    """Run a supervisor chore; an error in it is logged (the same one at most once a
+    minute) and the loop goes on: no Redis error, and no damaged key, stops a worker."""
+    try:
+        chore()
+    except Exception as exc:
+        told = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() - _told.get(told, -60.0) >= 60.0:
+            if len(_told) > 1000:
+                _told.clear()
+            _told[told] = time.monotonic()
+            log.error("a worker chore failed, and is tried again next tick: %s", told,
+                      exc_info=True)
+
+
 def die_with_parent(parent: int) -> None:
     """A child never outlives its supervisor: with nobody to enforce its time limits,
     revokes or recovery, it is killed at once (its acks-late task then comes back as
@@ -646,7 +684,7 @@ class Supervisor:
         """Run until shut down; the exit status is 0 after a warm shutdown, 1 after a cold one."""
         self.install_signal_handlers()
         signals.worker_init.send(sender=self)
-        if not self.wait_for_redis() or self.presence.name_taken():
+        if not self.wait_for_redis() or self.presence.name_taken() or self.evicting():
             return 1
         previous = self.presence.previous()
         self.presence.beat()
@@ -675,12 +713,12 @@ class Supervisor:
                 self.tick()
                 next_beat = time.monotonic() + self.app.conf.worker_heartbeat_interval
             elif self.next_due is not None and self.next_due <= time.time():
-                self.queue_due_messages()
+                contained(self.queue_due_messages)
             exits = {child.sentinel: slot for slot, child in self.children.items()}
             ready = wait([*exits, self._wake_read, self.notes.fd],
                          timeout=self.pause(next_beat))
             if self._wake_read in ready and b"d" in os.read(self._wake_read, 64):
-                self.queue_due_messages()  # a child set a rate-limited message aside
+                contained(self.queue_due_messages)  # a child set a message aside for later
             if self.notes.fd in ready:
                 self.notes.read()
             self.send_events()
@@ -691,11 +729,12 @@ class Supervisor:
                     self.on_child_exit(exits[fd])
 
     def tick(self) -> None:
-        """Housekeeping, once per heartbeat interval; each chore one try, if Redis is away."""
-        self.presence.beat()
-        self.recovery.dead_workers(self.presence.connected_since)
-        self.watchdog.terminate_revoked()
-        self.queue_due_messages()
+        """Housekeeping, once per heartbeat interval; each chore one try, if Redis is away,
+        and none can stop the others, or the supervisor."""
+        contained(self.presence.beat)
+        contained(lambda: self.recovery.dead_workers(self.presence.connected_since))
+        contained(self.watchdog.terminate_revoked)
+        contained(self.queue_due_messages)
 
     def pause(self, next_beat: float) -> float:
         """Sleep until the next heartbeat or the nearest hard time limit."""
@@ -759,6 +798,8 @@ class Supervisor:
                             pause=self.wait_unless_stopped(2))
         except GaveUp:
             return
+        except Exception:  # damaged data: what could be recovered was; the slot goes on
+            log.exception("recovering what child %d held failed", slot)
         if not self.stop_requests:
             self.spawn(slot)
 
@@ -804,6 +845,22 @@ class Supervisor:
                 self.apply_stop_requests()
             return True
         return pause
+
+    def evicting(self) -> bool:
+        """A Redis that may evict keys when full would lose tasks without a trace: the
+        worker refuses to start on it, or, where the user allowed it, warns."""
+        try:
+            risk = self.app.broker.eviction_warning()
+        except Exception as exc:  # not knowable now; never a reason to refuse
+            log.warning("could not read Redis's maxmemory-policy: %s", exc)
+            return False
+        if risk and not self.app.conf.broker_allow_eviction:
+            log.critical("%s. asyncq refuses to work on it: set maxmemory-policy to noeviction, "
+                         "or broker_allow_eviction = True to accept that tasks may be lost", risk)
+            return True
+        if risk:
+            log.warning("%s (allowed by broker_allow_eviction: tasks may be lost)", risk)
+        return False
 
     def wait_for_redis(self) -> bool:
         """Wait until Redis answers at start-up; False if told to stop meanwhile."""

@@ -16,7 +16,8 @@ from asyncq import Celery
 app = Celery("tests", task_track_started=True,
              worker_heartbeat_interval=float(os.environ.get("TEST_HEARTBEAT", "0.5")),
              worker_lost_after=float(os.environ.get("TEST_LOST_AFTER", "3")),
-             worker_prefetch_multiplier=int(os.environ.get("TEST_PREFETCH", "4")))
+             worker_prefetch_multiplier=int(os.environ.get("TEST_PREFETCH", "4")),
+             broker_allow_eviction=os.environ.get("TEST_ALLOW_EVICTION") == "1")
 
 
 @app.task(name="tests.add")

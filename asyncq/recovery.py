@@ -21,13 +21,16 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from asyncq import states
+import redis
+
+from asyncq import damage, states
 from asyncq.broker import failure_fields, now
+from asyncq.connection import is_transient
 from asyncq.exceptions import WorkerLostError
 from asyncq.message import Message
-from asyncq.replies import text, text_map
+from asyncq.replies import text
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from asyncq.outage import Outage
 
 log = logging.getLogger("asyncq.worker")
+
+MAX_INFLIGHT_LISTS = 100_000  # per registry entry: an entry that names more is damaged
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,26 @@ class Registration:
     queues: list[str] = field(default_factory=list)
 
     @classmethod
-    def parse(cls, raw: str) -> Registration:
-        entry = json.loads(raw)
-        if isinstance(entry, int):  # written by an asyncq before queues had slots of their own
-            return cls(entry, [])
-        return cls(int(entry["concurrency"]), [str(queue) for queue in entry["queues"]])
+    def parse(cls, raw: str | bytes) -> Registration:
+        """An entry as the registry holds it; ValueError if no worker wrote it."""
+        try:
+            entry = json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # ValueError includes bad UTF-8
+            raise ValueError(f"not JSON ({type(exc).__name__})") from None
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            # written by an asyncq before queues had slots of their own
+            entry = {"concurrency": entry, "queues": []}
+        if not isinstance(entry, dict):
+            raise ValueError("not a JSON object")
+        concurrency, queues = entry.get("concurrency"), entry.get("queues")
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 0:
+            raise ValueError("'concurrency' is not a whole number")
+        if not isinstance(queues, list) or not all(isinstance(q, str) and q for q in queues):
+            raise ValueError("'queues' is not a list of queue names")
+        if concurrency * len(queues) > MAX_INFLIGHT_LISTS:
+            raise ValueError(f"{concurrency} children and {len(queues)} queues: more in-flight "
+                             "lists than a worker would have")
+        return cls(concurrency, queues)
 
     def as_json(self) -> str:
         return json.dumps({"concurrency": self.concurrency, "queues": self.queues})
@@ -62,10 +82,31 @@ class Registration:
                 for queue in self.queues for slot in range(self.concurrency)]
 
 
-def registered_workers(client: RedisClient, keys: Keys) -> dict[str, Registration]:
-    """Every worker that may hold messages, dead or alive."""
-    return {worker_id: Registration.parse(entry)
-            for worker_id, entry in text_map(client.hgetall(keys.workers())).items()}
+def registered_workers(client: RedisClient, keys: Keys,
+                       skipped: list[damage.Skipped] | None = None) -> dict[str, Registration]:
+    """Every worker that may hold messages, dead or alive. A damaged entry (or a registry
+    of the wrong type) is left out, logged once, and added to ``skipped``: what it holds
+    cannot be known, and every other worker is still recovered and shown."""
+    found = [] if skipped is None else skipped
+    try:
+        entries = cast(dict[bytes, bytes], client.hgetall(keys.workers()))
+    except redis.ResponseError as exc:
+        found.append(damage.skip(keys.workers(), "", damage.wrong_type(exc)))
+        return {}
+    known = {}
+    for raw_id, raw in entries.items():
+        try:
+            worker_id = raw_id.decode()
+        except UnicodeDecodeError:  # such a name names none of a worker's keys
+            found.append(damage.skip(keys.workers(), str(text(raw_id)),
+                                     "the worker id is not UTF-8 text"))
+            continue
+        try:
+            known[worker_id] = Registration.parse(raw)
+        except ValueError as exc:
+            found.append(damage.skip(keys.workers(), worker_id,
+                                     f"{exc}; the in-flight lists it names cannot be known"))
+    return known
 
 
 def any_exists(client: RedisClient, keys: list[str]) -> bool:
@@ -127,9 +168,21 @@ class Presence:
 
     def previous(self) -> Registration:
         """What a previous run under this worker's name registered (empty if none):
-        the in-flight lists it may have left behind follow from it."""
-        entry = text(self.app.broker.client.hget(self.app.keys.workers(), self.worker_id))
-        return Registration.parse(entry) if entry else Registration()
+        the in-flight lists it may have left behind follow from it. A damaged entry
+        (or registry) is skipped, logged once: then only the lists of this run's own
+        registration are taken back at start."""
+        key = self.app.keys.workers()
+        try:
+            entry = self.app.broker.client.hget(key, self.worker_id)
+        except redis.ResponseError as exc:
+            damage.skip(key, "", damage.wrong_type(exc))
+            return Registration()
+        try:
+            return Registration.parse(entry) if entry else Registration()
+        except ValueError as exc:
+            damage.skip(key, self.worker_id, f"{exc}; what the previous run held cannot be "
+                                             "known")
+            return Registration()
 
     def beat(self) -> None:
         """Announce this worker; if the beats stop, the key lapses and others recover its work."""
@@ -216,7 +269,19 @@ class Recovery:
         alive = pipe.execute()
         for (worker_id, registration), is_alive in zip(known.items(), alive, strict=True):
             if not is_alive:
-                self._dead_worker(worker_id, registration)
+                self._dead_worker_apart(worker_id, registration)
+
+    def _dead_worker_apart(self, worker_id: str, registration: Registration) -> None:
+        """Recover one dead worker; if that fails (a list of its own is damaged), say so
+        once and go on to the others. Redis being away ends the round: it is retried."""
+        try:
+            self._dead_worker(worker_id, registration)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            damage.skip(self.app.keys.workers(), worker_id,
+                        f"recovering its tasks failed: {type(exc).__name__}: {exc}",
+                        exc_info=not isinstance(exc, redis.ResponseError))  # a bug: show where
 
     def _dead_worker(self, worker_id: str, registration: Registration) -> None:
         keys, client = self.app.keys, self.app.broker.client
@@ -228,6 +293,8 @@ class Recovery:
         if client.exists(owner):
             return  # it came back meanwhile
         if not any_exists(client, held):
-            client.hdel(keys.workers(), worker_id)
-            client.hdel(keys.counters(), f"done\t{worker_id}")  # its tally goes with it
+            pipe = client.pipeline(transaction=False)
+            pipe.hdel(keys.workers(), worker_id)
+            pipe.hdel(keys.counters(), f"done\t{worker_id}")  # its tally goes with it
+            pipe.execute(raise_on_error=False)  # a counters key of the wrong type keeps it
         log.warning("worker %s lost its heartbeat: recovered %d task(s)", worker_id, handled)

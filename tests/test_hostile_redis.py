@@ -26,6 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from asyncq.cli.localredis import free_port
 from asyncq.message import encode_message
 from tests.conftest import (
+    DEAD_LETTERS,
+    QUEUE,
     Process,
     http,
     inflight_key,
@@ -214,6 +216,98 @@ def damage_entries(client) -> dict[str, str]:
     client.hset(task_key("broken-1"), mapping={"status": "SUCCESS", "task": "tests.add",
                                                "result": "{oops", "submitted_at": "soon"})
     return {"ghost_event": ghost}
+
+
+def test_monitoring_answers_with_the_good_data_and_names_what_it_skipped(
+        served, app, client, start_worker):
+    api, server = served
+    # given a worker that ran three additions, all counted
+    start_worker()
+    results = [add.delay(i, i) for i in range(3)]
+    assert [result.get(timeout=15) for result in results] == [0, 2, 4]
+    wait_until(lambda: ended(client, "succeeded") == 3, "3 'succeeded' events")
+    # and, beside them, damaged entries of every kind the monitor reads
+    ids = damage_entries(client)
+
+    # when the dashboard's data, /metrics and the rest are asked, twice
+    for _ in range(2):
+        snapshot = get(api, "/inspect")
+        recent = get(api, "/inspect/tasks")
+        metrics = get(api, "/metrics")
+        throughput = get(api, "/inspect/throughput")
+        events = get(api, "/events")
+        view = get(api, "/results/broken-1")
+        assert get(api, "/health") == {"status": "ok", "redis": "ok"}
+
+    # then /inspect shows the live worker with its count, the phantom with what can be read
+    workers = {worker["id"]: worker for worker in snapshot["workers"]}
+    [live] = [worker for worker in workers.values() if worker["pid"] is not None]
+    assert live["alive"] and live["done"] == 3
+    phantom = workers["phantom@test"]
+    assert (phantom["pid"], phantom["heartbeat"], phantom["heartbeat_age"],
+            phantom["concurrency"]) == (None, None, None, 1)
+    assert [task["id"] for task in phantom["reserved"]] == ["held-1"]
+    assert phantom["active"] == []
+    assert set(workers) == {live["id"], "phantom@test"}
+    assert snapshot["tasks_by_state"] == {"SUCCESS": 3}
+    # and names each entry it left out
+    assert skipped_entries(snapshot) == {
+        (WORKERS, "garbage@test"),
+        (COUNTERS, "tasks\ttests.fail\tFAILURE"), (COUNTERS, "runtime\ttests.fail\t0.005"),
+        (COUNTERS, "runtime_sum\ttests.fail"), (COUNTERS, "done\tghost@test"),
+        (worker_key("phantom@test"), "heartbeat"), (worker_key("phantom@test"), "pid"),
+        (task_key("held-1"), "started_at")}
+    # and the task list has the tasks the good events name, not the one named by no time
+    assert {task["id"] for task in recent["tasks"]} == {*(r.id for r in results), "odd-task"}
+    assert skipped_entries(recent) == {(EVENTS, ids["ghost_event"])}
+    # and /metrics counts the good counters, and how many entries it left out
+    families = metric_families(metrics)
+    assert samples(families["asyncq_tasks"]) == {
+        (("state", "SUCCESS"), ("task", "tests.add")): 3}
+    assert samples(families["asyncq_damaged_entries"]) == {(): 8}
+    # and the throughput chart leaves out the damaged slice
+    assert skipped_entries(throughput) == {(throughput_key(60), "SUCCESS")}
+    assert round(sum(point["succeeded"] for point in throughput["series"]) * 5) == 3
+    # and /events shows the stream as it is: every value is text
+    assert {"id": "ghost-task", "time": "yesterday"}.items() <= \
+        next(e for e in events["events"] if e["id"] == "ghost-task").items()
+    # and a record's damaged fields are left out of its view
+    assert view["state"] == "SUCCESS" and "result" not in view and "submitted_at" not in view
+    assert {entry["entry"] for entry in view["skipped"]} == {"result", "submitted_at"}
+
+    # and the API logged each damaged entry once, though asked twice
+    assert logged(server, WORKERS, "garbage@test") == 1, server.output
+    assert logged(server, EVENTS, ids["ghost_event"]) == 1, server.output
+    assert logged(server, COUNTERS, "tasks\ttests.fail\tFAILURE") == 1, server.output
+    assert server.count(r"^Traceback") == 0, server.output
+
+
+def test_monitoring_answers_when_keys_hold_the_wrong_type(api, app, client):
+    # given a message waiting, and asyncq's own keys holding the wrong type of value
+    client.lpush(QUEUE, encode_message("waiting-1", "tests.add", [1, 1], {}, "celery"))
+    client.set(WORKERS, "a string, not a hash")
+    client.rpush(COUNTERS, "a list, not a hash")
+    client.set(EVENTS, "a string, not a stream")
+    client.hset(QUEUES, "a hash", "not a set")
+    client.set(DEAD_LETTERS, "a string, not a list")
+    client.rpush(throughput_key(0), "a list, not a hash")
+
+    # when every view is asked, then each answers 200 with what can be read
+    snapshot = get(api, "/inspect")
+    assert (snapshot["workers"], snapshot["queues"], snapshot["dead_letters"],
+            snapshot["tasks_by_state"]) == ([], {"celery": 1}, 0, {})
+    # and names each key it could not read
+    assert skipped_entries(snapshot) == {(WORKERS, ""), (COUNTERS, ""), (QUEUES, ""),
+                                         (DEAD_LETTERS, "")}
+    assert "another type" in snapshot["skipped"][0]["reason"]
+    recent, events = get(api, "/inspect/tasks"), get(api, "/events")
+    assert (recent["tasks"], events["events"]) == ([], [])
+    assert skipped_entries(recent) == skipped_entries(events) == {(EVENTS, "")}
+    assert skipped_entries(get(api, "/inspect/throughput")) == {(throughput_key(0), "")}
+    families = metric_families(get(api, "/metrics"))
+    assert samples(families["asyncq_queue_length"]) == {(("queue", "celery"),): 1}
+    assert samples(families["asyncq_damaged_entries"]) == {(): 4}
+    assert get(api, "/health") == {"status": "ok", "redis": "ok"}
 
 
 # -- the command line ---------------------------------------------------------------

@@ -126,7 +126,7 @@ def test_metrics_before_any_task(api, fapp):
     assert set(families) == {"asyncq_tasks", "asyncq_task_runtime_seconds",
                              "asyncq_queue_length", "asyncq_workers_alive",
                              "asyncq_tasks_active", "asyncq_scheduled_tasks",
-                             "asyncq_dead_letters"}
+                             "asyncq_dead_letters", "asyncq_damaged_entries"}
     assert samples(families["asyncq_tasks"]) == {}
     assert samples(families["asyncq_task_runtime_seconds"]) == {}
     assert only_value(families["asyncq_workers_alive"]) == 0

@@ -64,14 +64,17 @@ def monitor_routes() -> Blueprint:
         limit = _int_arg("limit", 30, 1, 500)
         if limit is None:
             return _bad_arg("limit", 1, 500)
-        return jsonify({"tasks": monitor().recent_tasks(limit)})
+        reader = monitor()
+        return jsonify({"tasks": reader.recent_tasks(limit), "skipped": reader.skipped_entries()})
 
     @bp.get("/inspect/throughput")
     def throughput() -> Response | tuple[Response, int]:
         seconds = _int_arg("seconds", 600, 5, 3600)
         if seconds is None:
             return _bad_arg("seconds", 5, 3600)
-        return jsonify({"slice": 5, "series": monitor().throughput(seconds)})
+        reader = monitor()
+        return jsonify({"slice": 5, "series": reader.throughput(seconds),
+                        "skipped": reader.skipped_entries()})
 
     @bp.get("/events")
     def events() -> Response | tuple[Response, int]:
@@ -81,7 +84,8 @@ def monitor_routes() -> Blueprint:
         after = request.args.get("after", "-")
         if after != "-" and not _stream_id(after):
                     return error(400, "'after' must be a stream id such as 1700000000000-0, or -")
-        return jsonify({"events": monitor().events(after, count)})
+        reader = monitor()
+        return jsonify({"events": reader.events(after, count), "skipped": reader.skipped_entries()})
 
     @bp.get("/metrics")
     def prometheus() -> Response:

@@ -39,6 +39,9 @@ def render(monitor: Monitor) -> str:
                      [("", snapshot["scheduled"])])
     lines += _metric("asyncq_dead_letters", "gauge", "Messages set aside as unrunnable.",
                      [("", snapshot["dead_letters"])])
+    lines += _metric("asyncq_damaged_entries", "gauge", "Damaged entries in Redis this "
+                     "scrape left out (each logged once by the API).",
+                     [("", len(snapshot["skipped"]))])
     return "\n".join(lines) + "\n"
 
 

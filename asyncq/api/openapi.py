@@ -39,6 +39,10 @@ def obj(required: list[str], **properties: Any) -> dict[str, Any]:
     return schema
 
 
+SKIPPED = {"type": "array", "items": ref("Skipped"),
+           "description": "Damaged entries in Redis that this answer left out"}
+
+
 # -- the REST API's own shapes -------------------------------------------------
 CORE_SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -81,10 +85,11 @@ CORE_SCHEMAS: dict[str, Any] = {
               submitted_at=TEXT_NUMBER, started_at=TEXT_NUMBER, finished_at=TEXT_NUMBER,
               runtime=TEXT_NUMBER, redeliveries=TEXT_NUMBER, retries=TEXT_NUMBER,
               args={"type": "array", "items": ANY},
-              kwargs={"type": "object", "additionalProperties": ANY}),
+              kwargs={"type": "object", "additionalProperties": ANY}, skipped=SKIPPED),
         "description": "result once SUCCESS; error once FAILURE (or RETRY: the last error); "
                        "meta when the task reported progress; args and kwargs when the app "
-                       "keeps them (result_extended)",
+                       "keeps them (result_extended); skipped when a field of the record is "
+                       "damaged (such as a result that is not JSON) and was left out",
     },
     "Revoked": obj(["task_id", "state", "terminate"], task_id={"type": "string"},
                    state=STATE, terminate={"type": "boolean"}),
@@ -98,6 +103,15 @@ HELD_TASK = obj(["id", "name", "queue", "state"],
                 state=STATE, started_at=SECONDS,
                 runtime={"type": "number", "description": "Seconds it has run so far"})
 MONITOR_SCHEMAS: dict[str, Any] = {
+    "Skipped": {
+        **obj(["key", "entry", "reason"], key={"type": "string"},
+              entry={"type": "string", "description": "The hash field or stream entry id; "
+                                                      "empty when the whole key is of the "
+                                                      "wrong type"},
+              reason={"type": "string"}),
+        "description": "A damaged entry (one no asyncq wrote, such as a counter that is not "
+                       "a number) or a key of the wrong type, left out and logged once",
+    },
     "HeldTask": {**HELD_TASK, "description": "A task a worker holds: active ones (running) "
                                              "also have started_at and runtime"},
     "Worker": obj(
@@ -115,7 +129,8 @@ MONITOR_SCHEMAS: dict[str, Any] = {
         active={"type": "array", "items": ref("HeldTask")},
         reserved={"type": "array", "items": ref("HeldTask")}),
     "Snapshot": obj(
-        ["time", "workers", "queues", "scheduled", "dead_letters", "tasks_by_state"],
+        ["time", "workers", "queues", "scheduled", "dead_letters", "tasks_by_state",
+         "skipped"],
         time=SECONDS,
         workers={"type": "array", "items": ref("Worker")},
         queues={"type": "object", "additionalProperties": COUNT,
@@ -126,7 +141,8 @@ MONITOR_SCHEMAS: dict[str, Any] = {
                   "description": "Periodic tasks (beat_schedule) with their last and next run"},
         dead_letters={**COUNT, "description": "Messages set aside as unrunnable"},
         tasks_by_state={"type": "object", "additionalProperties": COUNT,
-                        "description": "Tasks counted per state reached"}),
+                        "description": "Tasks counted per state reached"},
+        skipped=SKIPPED),
     "PeriodicTask": obj(
         ["name", "task", "schedule", "queue", "last_run", "next_run"],
         name={"type": "string"}, task={"type": "string"}, schedule={"type": "string"},
@@ -140,9 +156,10 @@ MONITOR_SCHEMAS: dict[str, Any] = {
         last_event={"type": "string", "description": "received, started, succeeded, ..."},
         time=SECONDS, worker={"type": "string"}, state=STATE,
         runtime=nullable({"type": "number"}, "Seconds it ran; null until it ended")),
-    "RecentTasks": obj(["tasks"], tasks={"type": "array", "items": ref("RecentTask")}),
+    "RecentTasks": obj(["tasks", "skipped"], tasks={"type": "array", "items": ref("RecentTask")},
+                       skipped=SKIPPED),
     "Throughput": obj(
-        ["slice", "series"],
+        ["slice", "series", "skipped"], skipped=SKIPPED,
         slice={"type": "integer", "description": "Seconds per slice"},
         series={"type": "array", "items": obj(
             ["time", "succeeded", "failed", "retried"],
@@ -158,7 +175,8 @@ MONITOR_SCHEMAS: dict[str, Any] = {
         "description": "One task event; every value is text. type is one of received, "
                        "started, succeeded, failed, retried, revoked, rejected, requeued",
     },
-    "Events": obj(["events"], events={"type": "array", "items": ref("Event")}),
+    "Events": obj(["events", "skipped"], events={"type": "array", "items": ref("Event")},
+                  skipped=SKIPPED),
 }
 SCHEMAS: dict[str, Any] = {**CORE_SCHEMAS, **MONITOR_SCHEMAS}
 

@@ -312,4 +312,88 @@ def test_monitoring_answers_when_keys_hold_the_wrong_type(api, app, client):
 
 # -- the command line ---------------------------------------------------------------
 
+def test_inspect_status_and_events_commands_skip_damaged_entries(
+        app, client, redis_url, start_worker):
+    # given a worker that ran an addition, and damaged entries beside it
+    start_worker()
+    good = add.delay(2, 3)
+    assert good.get(timeout=15) == 5
+    wait_until(lambda: ended(client, "succeeded") == 1, "the 'succeeded' event")
+    client.hset(WORKERS, "garbage@test", "not json")
+    client.hset(COUNTERS, "tasks\ttests.fail\tFAILURE", "lots")
+    ghost = client.xadd(EVENTS, {"type": "succeeded", "id": "ghost-task", "name": "tests.add",
+                                 "worker": "w", "time": "yesterday"}).decode()
+    client.xadd(EVENTS, {"type": "retried", "id": "odd-task", "name": "tests.add",
+                         "time": str(time.time()), "retries": "many"})
+    client.hset(task_key("broken-1"), mapping={"status": "SUCCESS", "task": "tests.add",
+                                               "result": "{oops", "retries": "-2"})
+
+    # when inspect is asked, then it answers with the worker and what it left out
+    done = asyncq(redis_url, "inspect", "--json")
+    assert done.returncode == 0, explain(done)
+    snapshot = json.loads(done.stdout)
+    [worker] = snapshot["workers"]
+    assert worker["alive"] and worker["done"] == 1
+    assert snapshot["tasks_by_state"] == {"SUCCESS": 1}
+    assert skipped_entries(snapshot) == {(WORKERS, "garbage@test"),
+                                         (COUNTERS, "tasks\ttests.fail\tFAILURE")}
+    assert f"{SKIPPED}: entry 'garbage@test' of {WORKERS}" in done.stderr, explain(done)
+    text = asyncq(redis_url, "inspect")
+    assert text.returncode == 0, explain(text)
+    assert re.search(rf"^{re.escape(worker['id'])}\s+alive\s", text.stdout, re.M), explain(text)
+    assert "Skipped: 2 damaged entries in Redis" in text.stdout, explain(text)
+    assert f"  {WORKERS} 'garbage@test': not JSON" in text.stdout, explain(text)
+    ping = asyncq(redis_url, "inspect", "ping")
+    assert ping.returncode == 0 and "pong" in ping.stdout, explain(ping)
+
+    # when events are listed, then the good ones are shown and each damaged one is told
+    # once on stderr
+    events = asyncq(redis_url, "events", "--no-follow")
+    assert events.returncode == 0, explain(events)
+    assert re.search(rf"succeeded\s+tests\.add\[{good.id}\]", events.stdout), explain(events)
+    assert "ghost-task" not in events.stdout and "odd-task" not in events.stdout
+    assert events.stderr.count(f"entry '{ghost}' of {EVENTS}: time: 'yesterday' is not a "
+                               "number") == 1, explain(events)
+    assert events.stderr.count("retries: 'many' is not a count") == 1, explain(events)
+    raw = asyncq(redis_url, "events", "--no-follow", "--json")
+    assert raw.returncode == 0, explain(raw)
+    assert {json.loads(line)["id"] for line in raw.stdout.splitlines()} >= \
+        {good.id, "ghost-task", "odd-task"}
+
+    # when a task's status is asked, then the good record is shown as ever, and a damaged
+    # one with what can be read
+    assert asyncq(redis_url, "status", good.id).returncode == 0
+    status = asyncq(redis_url, "status", "broken-1")
+    assert status.returncode == 0, explain(status)
+    assert re.search(r"^state\s+SUCCESS$", status.stdout, re.M), explain(status)
+    assert f"{SKIPPED}: entry 'result' of {task_key('broken-1')}: not JSON" in status.stderr
+    view = json.loads(asyncq(redis_url, "status", "broken-1", "--json").stdout)
+    assert {entry["entry"] for entry in view["skipped"]} == {"result", "retries"}
+    for command in (done, text, ping, events, raw, status):
+        assert "Traceback" not in command.stderr, explain(command)
+
+
+def test_inspect_and_events_commands_answer_when_keys_hold_the_wrong_type(
+        app, client, redis_url):
+    # given asyncq's registry, counters and event stream holding the wrong type of value
+    client.set(WORKERS, "a string, not a hash")
+    client.rpush(COUNTERS, "a list, not a hash")
+    client.set(EVENTS, "a string, not a stream")
+
+    # when inspect is asked, then it answers, naming the keys it could not read
+    done = asyncq(redis_url, "inspect", "--json")
+    assert done.returncode == 0, explain(done)
+    assert skipped_entries(json.loads(done.stdout)) == {(WORKERS, ""), (COUNTERS, "")}
+    text = asyncq(redis_url, "inspect")
+    assert text.returncode == 0 and "Workers: none registered" in text.stdout, explain(text)
+    # and Celery's forms find no worker, as with an empty registry
+    assert asyncq(redis_url, "inspect", "ping").returncode == 69
+    # and events finds none, saying why once
+    events = asyncq(redis_url, "events", "--no-follow")
+    assert events.returncode == 0 and events.stdout == "", explain(events)
+    assert events.stderr.count(f"{SKIPPED}: {EVENTS}: ") == 1, explain(events)
+    for command in (done, text, events):
+        assert "Traceback" not in command.stderr, explain(command)
+
+
 # -- the writers of the counters and events -----------------------------------------

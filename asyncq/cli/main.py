@@ -23,7 +23,7 @@ import click
 import redis
 from redis.exceptions import RedisClusterException
 
-from asyncq import __version__, signals, states
+from asyncq import __version__, damage, signals, states
 from asyncq.app import AsyncQ
 from asyncq.beat import Beat
 from asyncq.cli import deadletters, watch
@@ -514,7 +514,7 @@ def status_command(ctx: click.Context, task_id: str, wait: bool, timeout: float 
         click.echo(f"No task {task_id!r}: never submitted, or its record expired or was "
                    "forgotten.", err=True)
         ctx.exit(EXIT_NO_TASK)
-    view = describe(task_id, record)
+    view = describe(task_id, record, app.keys.task(task_id))
     if as_json:
         click.echo(json.dumps(view, indent=2))
     else:
@@ -578,7 +578,15 @@ def events_command(ctx: click.Context, as_json: bool, from_start: bool, after: s
     monitor = Monitor(app)
 
     def emit(event: dict[str, str]) -> None:
-        click.echo(json.dumps(event) if as_json else watch.event_line(event))
+        if as_json:  # the stream as it is: every value is text
+            click.echo(json.dumps(event))
+            return
+        try:
+            line = watch.event_line(event)
+        except ValueError as exc:  # an event no worker wrote: left out, logged once
+            damage.skip(app.keys.events(), event["stream_id"], str(exc))
+            return
+        click.echo(line)
 
     try:
         with talking_to_redis(app):

@@ -14,17 +14,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import click
 
-from asyncq import states
+from asyncq import damage, states
 from asyncq.broker import SUCCESS_NOTICE
 from asyncq.message import Message
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
+
+T = TypeVar("T")
 
 GAP = "  "  # between table columns
 # Colours of states on a terminal (click.echo drops them when output is not one).
@@ -49,10 +51,11 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def seconds(value: float | str | None) -> str:
-    """A duration the way people read it: 0.21ms, 43ms, 2.3s, 4m05s, 3h02m."""
+    """A duration the way people read it: 0.21ms, 43ms, 2.3s, 4m05s, 3h02m (ValueError
+    for text that is not a number)."""
     if value is None or value == "":
         return "-"
-    value = float(value)
+    value = damage.finite(str(value))
     if value < 1:
         return f"{value * 1000:.2f}ms" if value < 0.01 else f"{value * 1000:.0f}ms"
     if value < 10:
@@ -65,10 +68,14 @@ def seconds(value: float | str | None) -> str:
 
 
 def clock(unix: float | str | None, with_date: bool = False) -> str:
-    """A Unix time as local wall-clock time, to the millisecond."""
+    """A Unix time as local wall-clock time, to the millisecond (ValueError for text
+    that is not a time)."""
     if unix is None or unix == "":
         return "-"
-    moment = datetime.fromtimestamp(float(unix))
+    try:
+        moment = datetime.fromtimestamp(damage.finite(str(unix)))
+    except (OverflowError, OSError):
+        raise ValueError(f"{damage.shown(str(unix))} is not a time a clock shows") from None
     text = moment.strftime("%Y-%m-%d %H:%M:%S.%f" if with_date else "%H:%M:%S.%f")
     return text[:-3]
 
@@ -94,7 +101,10 @@ def inspect_report(snapshot: Mapping[str, Any]) -> str:
     if snapshot.get("periodic"):
         sections.append("Periodic tasks (times in UTC):\n" +
                         beat_table(snapshot["periodic"], "UTC"))
-    return "\n\n".join([*sections, totals_section(snapshot)])
+    sections.append(totals_section(snapshot))
+    if snapshot.get("skipped"):
+        sections.append(skipped_section(snapshot["skipped"]))
+    return "\n\n".join(sections)
 
 
 def workers_section(workers: list[dict[str, Any]]) -> str:
@@ -149,31 +159,54 @@ def totals_section(snapshot: Mapping[str, Any]) -> str:
     return "Tasks by state: " + ", ".join(f"{name} {totals[name]}" for name in names)
 
 
+def skipped_section(skipped: list[dict[str, str]]) -> str:
+    """What the report left out: entries in Redis that no asyncq wrote."""
+    lines = [f"Skipped: {len(skipped)} damaged entr{'y' if len(skipped) == 1 else 'ies'} "
+             "in Redis (not written by asyncq; left in place)"]
+    lines += [f"  {entry['key']}{' ' + repr(entry['entry']) if entry['entry'] else ''}: "
+              f"{entry['reason']}" for entry in skipped]
+    return "\n".join(lines)
+
+
 # -- asyncq events --------------------------------------------------------------
 _STATE_OF_EVENT = {"succeeded": states.SUCCESS, "failed": states.FAILURE,
                    "retried": states.RETRY, "revoked": states.REVOKED,
                    "rejected": states.REVOKED}
 
 def event_line(event: Mapping[str, str]) -> str:
-    """One readable line: time, type, task name[id], worker, then what the event tells."""
+    """One readable line: time, type, task name[id], worker, then what the event tells.
+    ValueError, naming the field, for an event no worker wrote (a damaged one)."""
+    when, runtime, eta = (_event_field(event, name, damage.finite)
+                          for name in ("time", "runtime", "eta"))
+    retries = _event_field(event, "retries", damage.whole)
     details = []
-    if event.get("runtime"):
-        details.append(f"in {seconds(event['runtime'])}")
-    if event.get("retries", "0") != "0":
-        details.append(f"try {int(event['retries']) + 1}")
+    if runtime is not None:
+        details.append(f"in {seconds(runtime)}")
+    if retries:
+        details.append(f"try {retries + 1}")
     if event.get("result") is not None:
         details.append(f"-> {event['result']}")
     if event.get("exception"):
         details.append(event["exception"])
-    if event.get("eta"):
-        due = float(event["eta"]) - float(event.get("time") or 0)
-        details.append(f"next try in {seconds(max(due, 0.0))}")
+    if eta is not None:
+        details.append(f"next try in {seconds(max(eta - (when or 0.0), 0.0))}")
     if event.get("reason"):
         details.append(f"({event['reason']})")
     kind = event.get("type", "?")
-    return GAP.join([clock(event.get("time")), paint(_STATE_OF_EVENT.get(kind, ""), kind.ljust(9)),
+    return GAP.join([_event_field(event, "time", clock) or "-",
+                     paint(_STATE_OF_EVENT.get(kind, ""), kind.ljust(9)),
                      f"{event.get('name', '?')}[{event.get('id', '?')}]",
                      event.get("worker") or "-", *details])
+
+
+def _event_field(event: Mapping[str, str], name: str, parse: Callable[[str], T]) -> T | None:
+    """``parse`` of the event's field ``name``; None when it has none (or it is empty)."""
+    if not event.get(name):
+        return None
+    try:
+        return parse(event[name])
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 # -- inspect active | reserved | ... (Celery's output) ----------------------------
@@ -294,8 +327,12 @@ def state_line(record: Mapping[str, str], fancy: bool = True, color: bool = Fals
         what = f"running on {record.get('worker', '?')}"
     elif status == states.RETRY:
         error = record.get("exc_type", "").rpartition(".")[2]
-        what = (f"try {int(record.get('retries', '0')) + 1} due at {clock(record.get('eta'))} "
-                f"({error}: {record.get('exc_message', '')})")
+        try:
+            when = (f"try {damage.whole(record.get('retries', '0')) + 1} due at "
+                    f"{clock(record.get('eta'))}")
+        except ValueError:  # a record no asyncq wrote
+            when = "retrying"
+        what = f"{when} ({error}: {record.get('exc_message', '')})"
     else:
         meta = _meta(record)
         done = progress_of(meta)
@@ -307,7 +344,10 @@ def state_line(record: Mapping[str, str], fancy: bool = True, color: bool = Fals
 
 def _since(record: Mapping[str, str]) -> float | None:
     began = record.get("started_at") or record.get("submitted_at")
-    return time.time() - float(began) if began else None
+    try:
+        return time.time() - damage.finite(began) if began else None
+    except ValueError:  # a record no asyncq wrote
+        return None
 
 
 class ProgressDisplay:

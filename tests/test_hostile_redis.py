@@ -211,11 +211,12 @@ def damage_entries(client) -> dict[str, str]:
                                  "worker": "w", "time": "yesterday"}).decode()
     client.xadd(EVENTS, {b"\xff": b"?", b"type": b"received", b"id": b"odd-task",
                          b"name": b"tests.add", b"time": str(time.time()).encode()})
-    client.hset(throughput_key(60), "SUCCESS", "many")
+    damaged_slice = throughput_key(60)
+    client.hset(damaged_slice, "SUCCESS", "many")
     # a record whose result is not JSON and whose submission time is no time
     client.hset(task_key("broken-1"), mapping={"status": "SUCCESS", "task": "tests.add",
                                                "result": "{oops", "submitted_at": "soon"})
-    return {"ghost_event": ghost}
+    return {"ghost_event": ghost, "slice": damaged_slice}
 
 
 def test_monitoring_answers_with_the_good_data_and_names_what_it_skipped(
@@ -266,7 +267,7 @@ def test_monitoring_answers_with_the_good_data_and_names_what_it_skipped(
         (("state", "SUCCESS"), ("task", "tests.add")): 3}
     assert samples(families["asyncq_damaged_entries"]) == {(): 8}
     # and the throughput chart leaves out the damaged slice
-    assert skipped_entries(throughput) == {(throughput_key(60), "SUCCESS")}
+    assert skipped_entries(throughput) == {(ids["slice"], "SUCCESS")}
     assert round(sum(point["succeeded"] for point in throughput["series"]) * 5) == 3
     # and /events shows the stream as it is: every value is text
     assert {"id": "ghost-task", "time": "yesterday"}.items() <= \
@@ -290,7 +291,8 @@ def test_monitoring_answers_when_keys_hold_the_wrong_type(api, app, client):
     client.set(EVENTS, "a string, not a stream")
     client.hset(QUEUES, "a hash", "not a set")
     client.set(DEAD_LETTERS, "a string, not a list")
-    client.rpush(throughput_key(0), "a list, not a hash")
+    damaged_slice = throughput_key(0)
+    client.rpush(damaged_slice, "a list, not a hash")
 
     # when every view is asked, then each answers 200 with what can be read
     snapshot = get(api, "/inspect")
@@ -303,7 +305,7 @@ def test_monitoring_answers_when_keys_hold_the_wrong_type(api, app, client):
     recent, events = get(api, "/inspect/tasks"), get(api, "/events")
     assert (recent["tasks"], events["events"]) == ([], [])
     assert skipped_entries(recent) == skipped_entries(events) == {(EVENTS, "")}
-    assert skipped_entries(get(api, "/inspect/throughput")) == {(throughput_key(0), "")}
+    assert skipped_entries(get(api, "/inspect/throughput")) == {(damaged_slice, "")}
     families = metric_families(get(api, "/metrics"))
     assert samples(families["asyncq_queue_length"]) == {(("queue", "celery"),): 1}
     assert samples(families["asyncq_damaged_entries"]) == {(): 4}

@@ -40,7 +40,7 @@ from tests.conftest import (
     wait_until_listening,
     worker_key,
 )
-from tests.taskapp import add, tally
+from tests.taskapp import add, fail, tally
 
 APP = "tests.taskapp"
 LAPSE = 3.0  # tests.taskapp's worker_lost_after
@@ -399,3 +399,32 @@ def test_inspect_and_events_commands_answer_when_keys_hold_the_wrong_type(
 
 
 # -- the writers of the counters and events -----------------------------------------
+
+def test_a_worker_counts_and_records_events_past_a_damaged_counter(
+        app, client, start_worker):
+    # given counters that no worker can add to: one not a number, one not a float
+    client.hset(COUNTERS, mapping={"tasks\ttests.add\tSUCCESS": "garbage",
+                                   "runtime_sum\ttests.add": "not a float"})
+    worker = start_worker()
+
+    # when a worker runs three additions and a failure
+    results = [add.delay(i, 1) for i in range(3)] + [fail.delay("no")]
+    for result in results:
+        result.get(timeout=15, propagate=False)
+    wait_until(lambda: ended(client, "succeeded") >= 3 and ended(client, "failed") >= 1,
+               "the tasks' ending events")
+
+    # then every event is in the stream once, and every other counter counts
+    assert (ended(client, "succeeded"), ended(client, "failed")) == (3, 1)
+    counters = {k.decode(): v.decode() for k, v in client.hgetall(COUNTERS).items()}
+    assert counters["tasks\ttests.fail\tFAILURE"] == "1"
+    assert sum(int(v) for k, v in counters.items() if k.startswith("runtime\ttests.add\t")) == 3
+    assert [v for k, v in counters.items() if k.startswith("done\t")] == ["4"]
+    slices = [client.hgetall(key) for key in client.keys("{asyncq}:throughput:*")]
+    assert sum(int(counts.get(b"SUCCESS", 0)) for counts in slices) == 3
+    assert sum(int(counts.get(b"FAILURE", 0)) for counts in slices) == 1
+    # and the damaged counters are left as they were, the worker saying nothing of events lost
+    assert counters["tasks\ttests.add\tSUCCESS"] == "garbage"
+    assert counters["runtime_sum\ttests.add"] == "not a float"
+    assert worker.count("task events dropped") == 0, worker.output
+    assert worker.count(r"^Traceback") == 0, worker.output

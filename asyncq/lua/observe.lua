@@ -8,14 +8,30 @@
 -- ARGV[3]  the batch as JSON: {events = list of flat field/value lists,
 --          counts = {counter field: increment}, sums = {counter field: seconds},
 --          slice = {state: increment}}
+-- A write that damaged data refuses (a counter that is not a number, a key of the
+-- wrong type) loses its own note, never the rest of the batch; the readers
+-- (monitor.py) skip the damaged entry and say so. Any other error (Redis out of
+-- memory, say) ends the script, as it would without this. Returns the writes lost.
+local DAMAGED = {'^WRONGTYPE', 'not an integer', 'not a float', 'overflow',
+                 'last possible ID'}
 local maxlen = tonumber(ARGV[1])
 local batch = cjson.decode(ARGV[3])
+local lost = 0
+local function write(...)
+  local answer = redis.pcall(...)
+  if type(answer) ~= 'table' or not answer.err then return end
+  for _, pattern in ipairs(DAMAGED) do
+    if string.find(answer.err, pattern) then lost = lost + 1; return end
+  end
+  error(answer)
+end
 if maxlen > 0 then
   for _, event in ipairs(batch.events) do
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(event))
+    write('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(event))
   end
 end
-for field, n in pairs(batch.counts) do redis.call('HINCRBY', KEYS[2], field, n) end
-for field, x in pairs(batch.sums) do redis.call('HINCRBYFLOAT', KEYS[2], field, x) end
-for state, n in pairs(batch.slice) do redis.call('HINCRBY', KEYS[3], state, n) end
-redis.call('EXPIRE', KEYS[3], ARGV[2])
+for field, n in pairs(batch.counts) do write('HINCRBY', KEYS[2], field, n) end
+for field, x in pairs(batch.sums) do write('HINCRBYFLOAT', KEYS[2], field, x) end
+for state, n in pairs(batch.slice) do write('HINCRBY', KEYS[3], state, n) end
+write('EXPIRE', KEYS[3], ARGV[2])
+return lost

@@ -23,6 +23,7 @@ import redis
 from asyncq import damage, states
 from asyncq.beat import Beat
 from asyncq.events import SLICE
+from asyncq.keys import PRIORITIES
 from asyncq.message import Message
 from asyncq.recovery import registered_workers
 from asyncq.replies import text_map, texts
@@ -214,6 +215,27 @@ class Monitor:
         names.update(name.decode(errors="replace") for name in sent_to)
         return sorted(names)
 
+    def queue_lengths(self, names: list[str]) -> dict[str, int]:
+        """Messages waiting per queue, all priorities counted (a list of the wrong type
+        counts none, and is skipped)."""
+        keys = {name: [self.keys.queue(name, priority) for priority in PRIORITIES]
+                for name in names}
+        pipe = self.client.pipeline(transaction=False)
+        for key in (key for lists in keys.values() for key in lists):
+            pipe.llen(key)
+        answers = iter(pipe.execute(raise_on_error=False))
+        return {name: sum(int(self._answer(key, next(answers), 0)) for key in lists)
+                for name, lists in keys.items()}
+
+    def scheduled_count(self, names: list[str]) -> int:
+        """Messages due later (countdown, ETA, retries) in the scheduled sets of ``names``."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.zcard(self.keys.scheduled(name))
+        return sum(int(self._answer(self.keys.scheduled(name), answer, 0))
+                   for name, answer in zip(names, pipe.execute(raise_on_error=False),
+                                           strict=True))
+
     # -- counters and throughput --------------------------------------------
     def counters(self) -> Counters:
         """The counters hash, parsed; a damaged field is left out."""
@@ -327,8 +349,8 @@ class Monitor:
         names = self.queue_names(workers)
         dead = self.keys.dead_letters()
         return {"time": time.time(), "workers": workers,
-                "queues": self.app.broker.queue_lengths(names),
-                "scheduled": self.app.broker.scheduled_count(names),
+                "queues": self.queue_lengths(names),
+                "scheduled": self.scheduled_count(names),
                 "periodic": self.periodic(),
                 "dead_letters": self._read(dead, lambda: int(self.client.llen(dead))) or 0,
                 "tasks_by_state": counters.by_state(),

@@ -32,8 +32,10 @@ from tests.conftest import (
     http,
     inflight_key,
     kill_worker_host,
+    queue_key,
     read_record,
     run_asyncq,
+    scheduled_key,
     task_key,
     wait_for_progress_pid,
     wait_until,
@@ -291,16 +293,20 @@ def test_monitoring_answers_when_keys_hold_the_wrong_type(api, app, client):
     client.set(EVENTS, "a string, not a stream")
     client.hset(QUEUES, "a hash", "not a set")
     client.set(DEAD_LETTERS, "a string, not a list")
+    client.set(queue_key("celery", 5), "a string, not a list")  # one of its priorities
+    client.set(scheduled_key("celery"), "a string, not a sorted set")
     damaged_slice = throughput_key(0)
     client.rpush(damaged_slice, "a list, not a hash")
 
     # when every view is asked, then each answers 200 with what can be read
     snapshot = get(api, "/inspect")
-    assert (snapshot["workers"], snapshot["queues"], snapshot["dead_letters"],
-            snapshot["tasks_by_state"]) == ([], {"celery": 1}, 0, {})
+    assert (snapshot["workers"], snapshot["queues"], snapshot["scheduled"],
+            snapshot["dead_letters"], snapshot["tasks_by_state"]) == \
+        ([], {"celery": 1}, 0, 0, {})
     # and names each key it could not read
     assert skipped_entries(snapshot) == {(WORKERS, ""), (COUNTERS, ""), (QUEUES, ""),
-                                         (DEAD_LETTERS, "")}
+                                         (DEAD_LETTERS, ""), (queue_key("celery", 5), ""),
+                                         (scheduled_key("celery"), "")}
     assert "another type" in snapshot["skipped"][0]["reason"]
     recent, events = get(api, "/inspect/tasks"), get(api, "/events")
     assert (recent["tasks"], events["events"]) == ([], [])
@@ -308,7 +314,7 @@ def test_monitoring_answers_when_keys_hold_the_wrong_type(api, app, client):
     assert skipped_entries(get(api, "/inspect/throughput")) == {(damaged_slice, "")}
     families = metric_families(get(api, "/metrics"))
     assert samples(families["asyncq_queue_length"]) == {(("queue", "celery"),): 1}
-    assert samples(families["asyncq_damaged_entries"]) == {(): 4}
+    assert samples(families["asyncq_damaged_entries"]) == {(): 6}
     assert get(api, "/health") == {"status": "ok", "redis": "ok"}
 
 

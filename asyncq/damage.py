@@ -79,8 +79,9 @@ def skip(key: str, entry: str, reason: str, exc_info: bool = False) -> Skipped:
 
 
 def is_wrong_type(exc: BaseException) -> bool:
-    """Whether Redis refused a command because the key holds another type of value."""
-    return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
+    """Whether Redis refused a command because the key holds another type of value (the
+    error's text may be wrapped: a pipeline names the command, a script its line)."""
+    return isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc)
 
 
 def wrong_type(exc: BaseException) -> str:

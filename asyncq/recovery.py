@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 import redis
+from redis.exceptions import ResponseError
 
 from asyncq import damage, states
 from asyncq.broker import failure_fields, now
-from asyncq.connection import is_transient
+from asyncq.connection import is_refusal, is_transient
 from asyncq.exceptions import WorkerLostError
 from asyncq.message import Message
 from asyncq.replies import text
@@ -124,15 +125,30 @@ def recover_list(app: AsyncQ, inflight: str, owner: str, mode: str, error: Excep
     broker = app.broker
     failure = failure_fields(error)
     handled = 0
-    for raw in broker.inflight_messages(inflight):
+    try:
+        held = broker.inflight_messages(inflight)
+    except ResponseError as exc:
+        if is_refusal(exc):
+            raise  # Redis full or busy: the caller tries again later
+        log.error("in-flight list %s is damaged (%s): skipped", inflight, exc)
+        return 0
+    for raw in held:
         try:
             message = Message.decode(raw)
         except ValueError as exc:
             broker.dead_letter(raw, inflight, None, None)
             log.error("garbled in-flight message set aside: %s", exc)
             continue
-        outcome = broker.recover(message, inflight, owner, mode,
-                                 app.conf.task_redelivery_limit, failure)
+        try:
+            outcome = broker.recover(message, inflight, owner, mode,
+                                     app.conf.task_redelivery_limit, failure)
+        except ResponseError as exc:  # its record is damaged (WRONGTYPE, a bad field)
+            if is_refusal(exc):
+                raise
+            broker.dead_letter(raw, inflight, None, None)
+            log.error("Task %s[%s] held by a lost child has a damaged record (%s): its "
+                      "message is set aside as a dead letter", message.task, message.id, exc)
+            continue
         log.warning("Task %s[%s] held by a lost child: %s", message.task, message.id, outcome)
         if outcome in ("requeued", "failed"):
             handled += 1

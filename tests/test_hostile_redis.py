@@ -396,11 +396,16 @@ def test_inspect_and_events_commands_answer_when_keys_hold_the_wrong_type(
     assert text.returncode == 0 and "Workers: none registered" in text.stdout, explain(text)
     # and Celery's forms find no worker, as with an empty registry
     assert asyncq(redis_url, "inspect", "ping").returncode == 69
+    # and status finds no task to read in a record of the wrong type, saying why
+    client.set(task_key("stringy-1"), "a string, not a hash")
+    status = asyncq(redis_url, "status", "stringy-1")
+    assert status.returncode == 4, explain(status)
+    assert f"{SKIPPED}: {task_key('stringy-1')}: " in status.stderr, explain(status)
     # and events finds none, saying why once
     events = asyncq(redis_url, "events", "--no-follow")
     assert events.returncode == 0 and events.stdout == "", explain(events)
     assert events.stderr.count(f"{SKIPPED}: {EVENTS}: ") == 1, explain(events)
-    for command in (done, text, events):
+    for command in (done, text, status, events):
         assert "Traceback" not in command.stderr, explain(command)
 
 

@@ -505,7 +505,11 @@ def status_command(ctx: click.Context, task_id: str, wait: bool, timeout: float 
         raise click.UsageError("--timeout goes with --wait")
     app = load(ctx)
     with talking_to_redis(app):
-        record = app.broker.record(task_id)
+        try:
+            record = app.broker.record(task_id)
+        except redis.ResponseError as exc:  # a record of the wrong type: nothing to read
+            damage.skip(app.keys.task(task_id), "", damage.wrong_type(exc))
+            record = {}
         if record and wait and record.get("status") not in states.READY_STATES:
             record = follow(ctx, app, task_id, timeout, show=not as_json)
     if not record:

@@ -51,9 +51,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from typing import Any, NamedTuple, cast
 
 import redis
@@ -223,7 +225,8 @@ class Broker:
         record = self._record_pending(task_id, task, queue, due, fresh)
         push = ("ZADD", self.keys.scheduled(queue), due, message) if due \
             else ("LPUSH", self.keys.queue(queue, priority), message)
-        self._in_stages([record], [push, *self._announce([queue])])
+        self._all_or_nothing([record], [self.keys.task(task_id)], [push],
+                             self._announce([queue]))
 
     def enqueue_all(self, entries: Sequence[Submission], beside: Sequence[Command] = ()
                     ) -> None:
@@ -242,13 +245,62 @@ class Broker:
                               if due else
                               ("LPUSH", self.keys.queue(entry.queue, entry.priority),
                                entry.message))
-        self._in_stages(records, pushes + self._announce(entry.queue for entry in entries))
+        written = [command[1] for command in beside] + \
+            [self.keys.task(entry.task_id) for entry in entries]
+        self._all_or_nothing(records, written, pushes,
+                             self._announce(entry.queue for entry in entries))
+
+    def _all_or_nothing(self, records: Sequence[Command], written: Sequence[str],
+                        pushes: Sequence[Command], announce: Sequence[Command]) -> None:
+        """Stage one writes the records (the keys ``written``), stage two queues the
+        messages (``pushes``, LPUSH or ZADD): all of it, or none. When Redis refuses
+        any part (out of memory, read-only, a key of the wrong type), the messages it
+        queued are taken back and the records deleted (LREM, ZREM and DEL free memory:
+        a full Redis takes them), then the refusal is raised. A worker that took such a
+        message in between runs it all the same. A lost connection is raised as it
+        is: what Redis did then cannot be known (the record expires, see README).
+        ``announce`` (the SADD of new queue names, for the monitor) may fail alone."""
+        if self.cluster:
+            answers = self._settle(records)
+            if not any(isinstance(answer, Exception) for answer in answers):
+                answers += self._settle([*pushes, *announce])
+        else:  # one pipeline, run in order: one round trip
+            answers = self._settle([*records, *pushes, *announce])
+        done = len(records) + len(pushes)
+        refused = [answer for answer in answers[:done] if isinstance(answer, Exception)]
+        if not refused:
+            if any(isinstance(answer, Exception) for answer in answers[done:]):
+                self._announced -= {queue for command in announce for queue in command[2:]}
+            return
+        queued = answers[len(records):done]  # none on a cluster that refused stage one
+        take_back: list[Command] = [
+            ("LREM", key, 1, message) if kind == "LPUSH" else ("ZREM", key, message)
+            for (kind, key, *_, message), answer in zip(pushes, queued, strict=False)
+            if not isinstance(answer, Exception)]
+        with suppress(redis.RedisError):
+            self._settle([*take_back, *[("DEL", key) for key in written]])
+        raise refused[0]
+
+    def _settle(self, commands: Sequence[Command]) -> list[Any]:
+        """Send commands as ``_send`` does, with each refusal in place of its answer
+        rather than raised."""
+        if len(commands) == 1:
+            try:
+                return [self._run(commands[0])]
+            except redis.ResponseError as exc:
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            execute(pipe, command)
+        return cast(list[Any], pipe.execute(raise_on_error=False))
 
     def _record_pending(self, task_id: str, task: str, queue: str, due: str,
                         fresh: bool | str, then: str = "") -> Command:
         mode = fresh if isinstance(fresh, str) else int(fresh)
+        # A task due later keeps its record until then, and task_record_ttl after.
+        ttl = self.record_ttl + (math.ceil(float(due) - time.time()) if due else 0)
         return self._enqueue.command([self.keys.task(task_id)],
-                                     [task, queue, now(), self.record_ttl, due, mode, then])
+                                     [task, queue, now(), ttl, due, mode, then])
 
     def record_if_new(self, task_id: str, task: str, queue: str) -> None:
         """A PENDING record for a periodic run, unless the run's record exists."""

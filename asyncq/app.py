@@ -25,9 +25,15 @@ from asyncq.celery_settings import CELERY_SETTINGS, OLD_NAMES
 from asyncq.config import Settings
 from asyncq.connection import describe_url, redis_from_url, same_server
 from asyncq.current import all_apps, current_app, set_current_app
-from asyncq.exceptions import ConfigurationError, NotRegistered
+from asyncq.exceptions import ConfigurationError, NotRegistered, QueueNotFound
 from asyncq.keys import Keys, check_priority
-from asyncq.message import MAX_ID_BYTES, as_timestamp, encode_message, new_task_id
+from asyncq.message import (
+    MAX_ID_BYTES,
+    as_timestamp,
+    check_ahead,
+    encode_message,
+    new_task_id,
+)
 from asyncq.result import AsyncResult
 from asyncq.signals import Signal, after_task_publish, before_task_publish, import_modules
 from asyncq.task import Task as BaseTask
@@ -115,19 +121,21 @@ class AsyncQ:
                   countdown: float | None = None, eta: datetime | float | None = None,
                   expires: datetime | float | None = None, priority: int | None = None
                   ) -> AsyncResult:
-        """Queue a task by name; it need not be registered here, only on the workers."""
+        """Queue a task by name; it need not be registered here, only on the workers.
+
+        ValueError for a countdown, eta or expires more than ``MAX_DELAY`` (10 years)
+        ahead; EncodeError for arguments that are not JSON or nest deeper than
+        ``MAX_NESTING``; QueueNotFound for a queue the app does not know, when
+        ``task_create_missing_queues`` is off."""
         check_priority(priority)
-        if countdown is not None and not math.isfinite(countdown):
-            raise ValueError(f"countdown must be a finite number of seconds, not {countdown!r}")
         if task_id is not None and not 0 < len(task_id.encode()) <= MAX_ID_BYTES:
             raise ValueError(f"task_id must be 1 to {MAX_ID_BYTES} bytes long")
         fresh = task_id is not None  # an id given by the caller may have an old record
         task_id = task_id or new_task_id()
+        if queue and not self.conf.task_create_missing_queues:
+            self.check_queue(queue)
         queue = queue or self.route(name)
-        due = time.time() + countdown if countdown is not None else (
-            as_timestamp(self.aware(eta)) if eta is not None else None)
-        deadline = (as_timestamp(time.time() + expires) if isinstance(expires, int | float)
-                    else as_timestamp(self.aware(expires)) if expires is not None else None)
+        due, deadline = self.due_and_deadline(countdown, eta, expires)
         message = encode_message(task_id, name, list(args or ()), dict(kwargs or {}), queue,
                                  eta=due, expires=deadline, priority=priority or None)
         publishing = bool(before_task_publish.receivers or after_task_publish.receivers)
@@ -142,6 +150,57 @@ class AsyncQ:
             after_task_publish.send(sender=name, body=message, exchange="", routing_key=queue,
                                     headers=headers)
         return AsyncResult(task_id, app=self, task_name=name)
+
+    def due_and_deadline(self, countdown: float | None, eta: datetime | float | None,
+                         expires: datetime | float | None) -> tuple[float | None, float | None]:
+        """When a task is due (None: now) and when it expires (None: never), as Unix
+        seconds, each at most ``MAX_DELAY`` (10 years) ahead."""
+        now = time.time()
+        if countdown is not None and not math.isfinite(countdown):
+            raise ValueError(f"countdown must be a finite number of seconds, not {countdown!r}")
+        due = now + countdown if countdown is not None else (
+            as_timestamp(self.aware(eta)) if eta is not None else None)
+        if due is not None:
+            check_ahead(due, "countdown" if countdown is not None else "eta", now)
+        deadline = (as_timestamp(now + expires) if isinstance(expires, int | float)
+                    else as_timestamp(self.aware(expires)) if expires is not None else None)
+        if deadline is not None:
+            check_ahead(deadline, "expires", now)
+        return due, deadline
+
+    # -- queues -------------------------------------------------------------
+    def known_queues(self) -> set[str]:
+        """The queues this app's configuration names: ``task_default_queue``,
+        ``task_queues``, the targets of ``task_routes``, its tasks' ``queue`` options
+        and the queues of its ``beat_schedule`` entries."""
+        names = {self.conf.task_default_queue, *self.conf.task_queues}
+        for target in self.conf.task_routes.values():
+            names.add(str(target.get("queue") if isinstance(target, dict) else target))
+        names.update(task.queue for task in self.tasks.values())
+        for entry in self.conf.beat_schedule.values():
+            options = entry.get("options") if isinstance(entry, dict) else None
+            if isinstance(options, dict) and options.get("queue"):
+                names.add(str(options["queue"]))
+        return names
+
+    def queue_known(self, name: str) -> bool:
+        """Whether ``name`` is one of ``known_queues``, or a queue that a registered
+        worker consumes (``worker -Q``; read from Redis only when it is not the first)."""
+        if name in self.known_queues():
+            return True
+        from asyncq.recovery import registered_workers  # the worker registry's reader
+
+        workers = registered_workers(self.broker.client, self.keys)
+        return any(name in entry.queues for entry in workers.values())
+
+    def check_queue(self, name: str) -> None:
+        """QueueNotFound unless ``queue_known(name)``, as Celery raises with
+        ``task_create_missing_queues`` off."""
+        if not self.queue_known(name):
+            raise QueueNotFound(
+                f"queue {name!r} is not one of this app's queues "
+                f"({', '.join(sorted(self.known_queues()))}), nor consumed by a worker: "
+                "name it in task_queues or task_routes")
 
     def aware(self, when: datetime | float) -> datetime | float:
         """A naive datetime is read in the app's ``timezone`` (UTC unless set)."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from asyncq.broker import Submission
 from asyncq.current import current_app
 from asyncq.keys import check_priority
-from asyncq.message import as_timestamp, encode_body, new_task_id
+from asyncq.message import as_timestamp, check_ahead, encode_body, new_task_id
 from asyncq.request import Request
 from asyncq.result import AsyncResult, EagerResult, GroupResult
 from asyncq.scripts import Command
@@ -234,6 +234,8 @@ class Signature(dict[str, Any]):
     def message_body(self, task_id: str) -> dict[str, Any]:
         """The message this signature becomes, without what a step before adds."""
         options = self.options
+        if options.get("queue") and not self.app.conf.task_create_missing_queues:
+            self.app.check_queue(options["queue"])
         queue = options.get("queue") or self.app.route(self.route_name())
         body: dict[str, Any] = {"id": task_id, "task": self.task, "args": list(self.args),
                                 "kwargs": dict(self.kwargs), "queue": queue}
@@ -243,27 +245,24 @@ class Signature(dict[str, Any]):
             body["immutable"] = True
         expires = options.get("expires")
         if isinstance(expires, int | float):  # seconds from when it is queued
-            body["expires_in"] = float(expires)
+            body["expires_in"] = _seconds_ahead(expires, "expires")
         elif expires is not None:
-            body["expires"] = as_timestamp(self.app.aware(expires))
+            body["expires"] = check_ahead(as_timestamp(self.app.aware(expires)), "expires")
         return body
 
     def due(self) -> float | None:
         """When it is to run, from ``countdown`` or ``eta`` (None: at once)."""
-        options = self.options
-        if options.get("countdown") is not None:
-            return time.time() + float(options["countdown"])
-        if options.get("eta") is not None:
-            return as_timestamp(self.app.aware(options["eta"]))
-        return None
+        delay = self.delay_option()
+        return time.time() + delay["in"] if "in" in delay else delay.get("at")
 
     def delay_option(self) -> dict[str, float]:
-        """``countdown`` or ``eta`` as a canvas step keeps them until it is queued."""
+        """``countdown`` or ``eta`` as a canvas step keeps them until it is queued; at
+        most ``MAX_DELAY`` (10 years) ahead, as for ``apply_async``."""
         options = self.options
         if options.get("countdown") is not None:
-            return {"in": float(options["countdown"])}
+            return {"in": _seconds_ahead(options["countdown"], "countdown")}
         if options.get("eta") is not None:
-            return {"at": as_timestamp(self.app.aware(options["eta"]))}
+            return {"at": check_ahead(as_timestamp(self.app.aware(options["eta"])), "eta")}
         return {}
 
     # -- from JSON -----------------------------------------------------------
@@ -696,11 +695,15 @@ class Workflow:
                 entry.body["kwargs"] = {**entry.body["kwargs"], **kwargs}
             _expires_from_now(entry.body)
         starts = {id(entry) for entry in built.entries}
+        # Every task's message is encoded now, the later steps' too, so that arguments
+        # no worker could read are refused before anything is stored.
+        messages = [encode_body(node.body) for node in self.nodes]
         self.app.broker.enqueue_all([Submission(
             node.id, node.body["task"], node.body["queue"],
-            encode_body(node.body) if id(node) in starts else None,
+            message if id(node) in starts else None,
             int(node.body.get("priority") or 0), dump_then(node.then()), node.due)
-            for node in self.nodes], beside=self.chord_bodies())
+            for node, message in zip(self.nodes, messages, strict=True)],
+            beside=self.chord_bodies())
         return built.result
 
     def chord_bodies(self) -> list[Command]:
@@ -747,6 +750,7 @@ class Workflow:
             raise TypeError(f"link_error takes a task signature, not {sig!r}")
         body = sig.message_body(sig.options.get("task_id") or new_task_id())
         body["errback"] = True
+        encode_body(body)  # refused now if a worker could not read it
         return body
 
     def chain(self, chain_: Chain, after: After) -> Built:
@@ -822,6 +826,13 @@ def chord_body(chord_: Chord) -> Signature:
     for errback in _listed(options.get("link_error")):
         body.link_error(errback)
     return body
+
+
+def _seconds_ahead(seconds: Any, what: str) -> float:
+    """A countdown or expiry in seconds, finite and at most ``MAX_DELAY`` (10 years)."""
+    value = float(seconds)
+    check_ahead(value, what, now=0.0)
+    return value
 
 
 def _expires_from_now(body: dict[str, Any]) -> None:

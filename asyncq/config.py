@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import math
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,6 +32,8 @@ class Settings:
     result_backend: str = ""  # '' = the broker; asyncq keeps results beside the queues
     task_default_queue: str = "celery"  # Celery's default queue name
     task_routes: dict[str, Any] = dataclasses.field(default_factory=dict)  # name/glob -> queue
+    task_queues: tuple[str, ...] = ()  # more queue names the app knows (names or kombu Queues)
+    task_create_missing_queues: bool = True  # False: apply_async to an unknown queue raises
     task_ignore_result: bool = False  # True: delete the record once the task is final
     task_track_started: bool = True  # show STARTED while a task runs (Celery: False)
     task_acks_late: bool = False  # ack after the task ends, so a dead child's task reruns
@@ -56,6 +59,7 @@ class Settings:
     events_max_length: int = 10_000  # events kept in the stream (approximately)
     key_prefix: str = "asyncq"  # hash tag and prefix of every Redis key
     api_max_content_length: int = 1024 * 1024  # bytes; larger REST bodies get 413
+    api_allow_any_queue: bool = False  # True: REST clients may name queues the app does not know
     timezone: str = "UTC"  # how naive ETA datetimes are read (an IANA name, as in Celery)
     enable_utc: bool = True  # accepted as in Celery; asyncq keeps every time in UTC
     include: tuple[str, ...] = ()  # task modules a worker imports at start-up
@@ -118,16 +122,18 @@ def _default(name: str) -> Any:
         and field.default_factory is not dataclasses.MISSING else field.default
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
 def _checked(name: str, value: Any) -> Any:
     """Refuse unknown names (with a suggestion) and values of the wrong kind."""
     if name not in _FIELDS:
         close = difflib.get_close_matches(name, [*_FIELDS, *CELERY_SETTINGS], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigurationError(f"unknown setting {name!r}{hint}")
-    if name in ("include", "imports"):
-        value = (value,) if isinstance(value, str) else tuple(value or ())
-    if name == "timezone":
-        value = _time_zone_name(value)
+    if name in _CONVERT:
+        value = _CONVERT[name](value)
     if name == "task_default_rate_limit" and value:
         rate_per_second(value)  # a malformed limit is an error now, not in a worker
     if isinstance(value, timedelta):
@@ -151,6 +157,21 @@ def _checked(name: str, value: Any) -> Any:
     return value
 
 
+def queue_names(queues: Any) -> tuple[str, ...]:
+    """``task_queues`` as names: Celery writes kombu ``Queue`` objects (their ``name``
+    counts), or a dict keyed by name; a plain name works too."""
+    if isinstance(queues, str):
+        queues = (queues,)
+    names = []
+    for queue in queues or ():
+        name = queue if isinstance(queue, str) else getattr(queue, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"task_queues: {queue!r} is neither a queue name nor an "
+                                     "object with a name (such as kombu's Queue)")
+        names.append(name)
+    return tuple(names)
+
+
 def _time_zone_name(value: Any) -> str:
     """An IANA time zone name (``'Europe/London'``) that this machine knows."""
     name = str(getattr(value, "key", value) or "UTC")
@@ -161,6 +182,11 @@ def _time_zone_name(value: Any) -> str:
                                  "knows, such as 'Europe/London' or 'UTC'") from None
     return name
 
+
+# Settings given in more than one form, each to its one form.
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "include": _names, "imports": _names, "task_queues": queue_names,
+    "timezone": _time_zone_name}
 
 _RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 

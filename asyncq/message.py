@@ -5,6 +5,10 @@ A message is ``{"id", "task", "args", "kwargs", "queue"}`` and, when set,
 ``priority`` (0-9). Producers build it with ``encode_message``; a worker reads
 it back with ``Message.decode``, which says why when the bytes are not one of ours
 (the message is then dead-lettered).
+
+Two limits hold on both sides, so that a producer never queues what no worker
+could read: args and kwargs nest at most ``MAX_NESTING`` levels, and a task is
+due (``countdown``, ``eta``) or expires (``expires``) at most ``MAX_DELAY`` ahead.
 """
 
 from __future__ import annotations
@@ -16,10 +20,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from asyncq.exceptions import EncodeError
 from asyncq.keys import PRIORITIES
-from asyncq.serialization import dumps, loads
+from asyncq.serialization import dumps, loads, nests_deeper
 
 MAX_ID_BYTES = 64  # task ids up to this size (a uuid4 is 36); workers share them in memory
+# How deep lists and dicts may nest in a task's args and kwargs (``[[1]]`` is 2), far
+# below Python's recursion limit (1000), which its JSON parser and encoder run into.
+# A constant, not a setting: a producer and a worker must never disagree on it.
+MAX_NESTING = 100
+# A message nests two levels more than the values in it: the message, its args list.
+MESSAGE_NESTING = MAX_NESTING + 2
+MAX_DELAY = 10 * 365 * 24 * 3600  # seconds: the furthest ahead countdown, eta, expires go
 
 _REQUIRED = {"id": str, "task": str, "args": list, "kwargs": dict, "queue": str}
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
@@ -42,6 +54,8 @@ class Message:
     @classmethod
     def decode(cls, raw: bytes) -> Message:
         """Parse a message, raising ValueError with the reason if it is not one of ours."""
+        if nests_deeper(raw, MESSAGE_NESTING):
+            raise ValueError(too_deep("its args or kwargs"))
         body = parse_json(raw)
         if not isinstance(body, dict):
             raise ValueError("not a JSON object")
@@ -113,12 +127,35 @@ def encode_message(task_id: str, task: str, args: list[Any], kwargs: dict[str, A
 
 
 def encode_body(body: dict[str, Any]) -> bytes:
-    return dumps(body, f"the arguments of task {body['task']!r}").encode()
+    """A message as JSON; EncodeError when its arguments are not JSON or nest deeper
+    than a worker reads (``MAX_NESTING``)."""
+    what = f"the arguments of task {body['task']!r}"
+    raw = dumps(body, what).encode()
+    if nests_deeper(raw, MESSAGE_NESTING):
+        raise EncodeError(too_deep(what))
+    return raw
+
+
+def too_deep(what: str) -> str:
+    return (f"{what} nest lists and dicts more than {MAX_NESTING} levels deep "
+            f"(asyncq's limit, MAX_NESTING)")
 
 
 def new_task_id() -> str:
     """A fresh task id, a uuid4 as Celery makes them."""
     return str(uuid.uuid4())
+
+
+def check_ahead(when: float, what: str, now: float | None = None) -> float:
+    """``when`` (Unix seconds), if it is no more than ``MAX_DELAY`` ahead; else ValueError
+    naming the cap. A time in the past is fine: the task is due (or expired) at once."""
+    if not math.isfinite(when):
+        raise ValueError(f"{what} must be a finite number, not {when!r}")
+    if when - (time.time() if now is None else now) > MAX_DELAY:
+        raise ValueError(f"{what} is more than 10 years ahead: countdown, eta and expires "
+                         f"may be at most {MAX_DELAY} seconds from now (asyncq's cap, "
+                         "MAX_DELAY)")
+    return when
 
 
 def as_timestamp(when: datetime | float) -> float:

@@ -6,11 +6,16 @@ lacks travel as tagged objects, ``{"__type__": "datetime", "__value__":
 ``date``, ``time`` (ISO 8601 text), ``Decimal`` (its exact text) and ``UUID``
 (``{"hex": ...}``). The tags are kombu's, so a message or result written by either
 side reads the same on the other. Anything else that is not JSON is an EncodeError.
+
+``nests_deeper`` tells how deep a JSON text nests without parsing it: Python's
+parser and encoder recurse once per level, so a deep enough text would raise
+RecursionError wherever it was read (see ``message.MAX_NESTING``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime, time
@@ -63,6 +68,36 @@ def dumps(value: Any, what: str) -> str:
         return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_tagged)
     except (TypeError, ValueError) as exc:
         raise EncodeError(f"{what} cannot be encoded as JSON: {exc}") from None
+    except RecursionError:  # the encoder recurses once per level of lists and dicts
+        raise EncodeError(f"{what} cannot be encoded as JSON: its lists and dicts nest "
+                          "too deeply") from None
+
+
+# A JSON string (escapes included), and every byte that is not a bracket.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+_OPENING = frozenset(b"[{")
+
+
+def nests_deeper(text: bytes, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels deep in a JSON text
+    (``[[1]]`` nests 2 deep), found without parsing it, so at any depth.
+
+    Strings are skipped, then brackets counted; a text with no more opening brackets
+    than ``limit`` is not read further (the usual case: two byte counts). Text that
+    is not JSON gets an answer too, which the parser's own error then overrides.
+    """
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in _STRING.sub(b"", text).translate(None, _NOT_BRACKETS):
+        if byte in _OPENING:
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def loads(text: str | bytes | None) -> Any:

@@ -744,14 +744,15 @@ def test_a_naive_eta_is_read_in_the_apps_timezone(project):
     # Given an app in New York's time zone, and an ETA written as a naive datetime
     app = Celery("tz", broker=project.broker_url, timezone="America/New_York")
     task = app.task(name="tz.noop")(lambda: None)
-    naive = dt.datetime(2099, 7, 1, 9, 0)
+    summer = dt.date.today().year + 1  # within the 10 years an eta may reach
+    naive = dt.datetime(summer, 7, 1, 9, 0)
     result = task.apply_async(eta=naive)
     # Then the message is due at 9:00 in New York (13:00 UTC in summer)
     due = app.broker.client.zscore(app.keys.scheduled("celery"),
                                    app.broker.client.zrange(app.keys.scheduled("celery"),
                                                             0, 0)[0])
     assert dt.datetime.fromtimestamp(due, dt.timezone.utc) == \
-        dt.datetime(2099, 7, 1, 13, 0, tzinfo=dt.timezone.utc), result.id
+        dt.datetime(summer, 7, 1, 13, 0, tzinfo=dt.timezone.utc), result.id
     with pytest.raises(ConfigurationError, match="not a time zone name"):
         Celery("bad", timezone="Mars/Olympus")
 

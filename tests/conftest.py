@@ -214,14 +214,16 @@ def wait_until_listening(port: int, process: Process, timeout: float = 15.0) -> 
 
 @pytest.fixture
 def start_gunicorn(redis_url: str) -> Iterator:
-    """Start gunicorn serving ``wsgi`` (such as examples.tutorial.server:app); returns its URL."""
+    """Start gunicorn serving ``wsgi`` (such as examples.tutorial.server:app); returns its URL.
+    ``args``: more gunicorn options, such as ``("-c", "python:asyncq.api.gunicorn_conf")``."""
     from asyncq.cli.localredis import free_port
 
     started: list[Process] = []
 
-    def start(wsgi: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
+    def start(wsgi: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+              args: tuple[str, ...] = ()) -> str:
         port = free_port()
-        server = Process([sys.executable, "-m", "gunicorn", "--workers", "1", "--bind",
+        server = Process([sys.executable, "-m", "gunicorn", *args, "--workers", "1", "--bind",
                           f"127.0.0.1:{port}", "--no-control-socket", wsgi], cwd=cwd,
                          env={"ASYNCQ_BROKER_URL": redis_url, **(env or {})})
         started.append(server)

@@ -656,7 +656,7 @@ def test_rest_expires_queue_and_priority_reach_the_message(api, client):
     assert status == 202, body
     expiring = only_message(client, QUEUE)
     client.delete(QUEUE)
-    status, queued = post(api, "features.add", args=[1, 2], queue="rest-queue")
+    status, queued = post(api, "features.add", args=[1, 2], queue="images")  # a known one
     assert status == 202, queued
     status, prioritized = post(api, "features.add", args=[1, 2], priority=7)
     assert status == 202, prioritized
@@ -665,7 +665,7 @@ def test_rest_expires_queue_and_priority_reach_the_message(api, client):
     assert expiring["id"] == body["task_id"]
     assert before + 30 <= expiring["expires"] <= time.time() + 30
     # ... lands in the queue named ...
-    assert only_message(client, queue_key("rest-queue"))["id"] == queued["task_id"]
+    assert only_message(client, queue_key("images"))["id"] == queued["task_id"]
     # ... and in the list of its priority
     assert only_message(client, queue_key("celery", 7))["id"] == prioritized["task_id"]
 

@@ -15,13 +15,18 @@ checked, not just 404'd) and task ids, now and then, at tasks in every state.
 from __future__ import annotations
 
 import json
+import time
 import zlib
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from asyncq import Celery
 from asyncq.api.openapi import PUBLIC_PATHS
+from asyncq.api.routes import parse_eta
+from asyncq.message import MAX_DELAY
 from tests.conftest import http, wait_until
 
 EXAMPLE = "examples.tutorial.server"
@@ -46,6 +51,16 @@ def submit(api: str, name: str, headers: dict[str, str], **body: object) -> str:
     return answer["task_id"]
 
 
+def parked() -> str:
+    """A task in a queue no worker reads, sent from Python (trusted code): REST clients
+    may name only the queues the app knows."""
+    sender = Celery("seeder")  # its broker: $ASYNCQ_BROKER_URL, the test's Redis
+    try:
+        return sender.send_task("async_tasks.add", [1, 1], queue="nobody-reads-it").id
+    finally:
+        sender.broker.client.close()
+
+
 def seeded(api: str, headers: dict[str, str]) -> dict[str, str]:
     """Tasks that ran, failed, reported progress, were revoked, wait for an ETA, wait in a
     queue no worker reads; so /inspect, /events and /results have something to show."""
@@ -55,7 +70,7 @@ def seeded(api: str, headers: dict[str, str]) -> dict[str, str]:
         "progress": submit(api, "async_tasks.count_to", headers, args=[2], kwargs={"delay": 0}),
         "tutorial": http("POST", f"{api}/async_long_running_task", headers=headers)[2]["task_id"],
         "scheduled": submit(api, "async_tasks.add", headers, args=[1, 1], countdown=3600),
-        "parked": submit(api, "async_tasks.add", headers, args=[1, 1], queue="nobody-reads-it"),
+        "parked": parked(),
         "revoked": submit(api, "async_tasks.add", headers, args=[0, 0], countdown=3600),
     }
     assert http("DELETE", f"{api}/results/{ids['revoked']}", headers=headers)[0] == 200
@@ -98,6 +113,7 @@ def pointed(case) -> None:
     if case.operation.label == "POST /tasks/{name}":
         case.path_parameters = {**(case.path_parameters or {}), "name": "async_tasks.add"}
         printable(case.body)
+        within_the_cap(case.body)
     elif case.operation.label in TASK_ID_OPERATIONS and case.meta is not None \
             and case.meta.generation.mode.is_positive:
         ids = sorted(KNOWN_IDS.values())
@@ -112,6 +128,16 @@ def printable(body: object) -> None:
     queue = body.get("queue") if isinstance(body, dict) else None
     if isinstance(queue, str) and not queue.isprintable():
         body["queue"] = "".join(c if c.isprintable() else "_" for c in queue)
+
+
+def within_the_cap(body: object) -> None:
+    """An eta is at most MAX_DELAY (10 years) from now, which no JSON Schema keyword can
+    say (it moves with the clock): a later one is brought to an hour from now."""
+    eta = body.get("eta") if isinstance(body, dict) else None
+    when = parse_eta(eta) if eta is not None else None
+    if when is not None and when > time.time() + MAX_DELAY - 86400:
+        soon = datetime.now(timezone.utc) + timedelta(hours=1)
+        body["eta"] = soon.isoformat() if isinstance(eta, str) else soon.timestamp()
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")

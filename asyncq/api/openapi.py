@@ -2,18 +2,20 @@
 
 Every route ``asyncq.api`` and ``asyncq.dashboard`` serve is here, with the
 JSON each answers and every error it can give: 400 for a bad query argument or
-body, 404, 413, 422, 503 when Redis is unreachable and, when the API has a
-token, 401 (except on ``/health``, ``/dashboard`` and its static files, which
-are public). ``tests/test_schema.py`` checks the running API against it.
+body, 404, 413 (on every route), 422, 503 when Redis is unreachable or refuses
+a write and, when the API has a token, 401 (except on ``/health``,
+``/dashboard`` and its static files, which are public). ``tests/test_schema.py``
+checks the running API against it.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from asyncq import __version__
+from asyncq.message import MAX_DELAY, MAX_NESTING
 
 STATE = {"type": "string", "description": "PENDING, STARTED, RETRY, SUCCESS, FAILURE, "
                                           "REVOKED, UNKNOWN or a custom state such as PROGRESS"}
@@ -56,12 +58,14 @@ CORE_SCHEMAS: dict[str, Any] = {
         "properties": {
             "args": {"type": "array", "items": ANY, "default": []},
             "kwargs": {"type": "object", "additionalProperties": ANY, "default": {}},
-            "countdown": {"type": "number", "minimum": 0, "maximum": 10 * 365 * 86400,
-                          "description": "Seconds to wait before running"},
+            "countdown": {"type": "number", "minimum": 0, "maximum": MAX_DELAY,
+                          "description": "Seconds to wait before running (10 years at most)"},
             "eta": {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
                     "description": "When to run: ISO 8601 (UTC without offset) or Unix seconds;"
-                                   " not with countdown"},
+                                   f" at most {MAX_DELAY} seconds (10 years) from now; not "
+                                   "with countdown"},
             "expires": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                        "maximum": MAX_DELAY,
                         "description": "Seconds after which, not yet started, it is REVOKED"},
             "queue": {"type": "string", "minLength": 1, "maxLength": 200, "format": "printable",
                       "description": "Printable text: Python's str.isprintable(), so no "
@@ -189,11 +193,15 @@ def answer(description: str, schema: dict[str, Any] | None = None,
 
 
 ERRORS = {
-    "400": answer("Malformed JSON, or a body that is not an object", ref("Error")),
+    "400": answer("Malformed JSON, a body that is not an object, or args and kwargs "
+                  f"nesting lists and objects more than {MAX_NESTING} levels deep",
+                  ref("Error")),
     "404": answer("Unknown task name or id", ref("Error")),
-    "413": answer("Body larger than api_max_content_length", ref("Error")),
-    "422": answer("Well-formed JSON of the wrong shape", ref("Error")),
-    "503": answer("Redis unreachable", ref("Error")),
+    "413": answer("Body larger than api_max_content_length (sent with a length or chunked)",
+                  ref("Error")),
+    "422": answer("Well-formed JSON of the wrong shape, a time more than 10 years ahead, or "
+                  "a queue the app does not know", ref("Error")),
+    "503": answer("Redis unreachable, or refusing a write (full, read-only)", ref("Error")),
 }
 BAD_QUERY = answer("A query argument out of range or not a whole number", ref("Error"))
 UNAUTHORIZED = {
@@ -332,7 +340,9 @@ def tutorial_paths(route: str, task_name: str) -> dict[str, Any]:
 PUBLIC_PATHS = ("/health", "/dashboard", "/dashboard/static/{filename}")
 
 
-def describe_api(title: str, routes: Mapping[str, str], token: bool) -> dict[str, Any]:
+def describe_api(title: str, routes: Mapping[str, str], token: bool,
+                 queues: Iterable[str] | None = None) -> dict[str, Any]:
+    """The description of an app's API; ``queues``: those clients may name (None: any)."""
     paths = {**generic_paths(), **monitor_paths()}
     for route, task_name in routes.items():
         paths.update(tutorial_paths(route, task_name))
@@ -343,6 +353,14 @@ def describe_api(title: str, routes: Mapping[str, str], token: bool) -> dict[str
         "paths": paths,
         "components": {"schemas": copy.deepcopy(SCHEMAS)},
     }
+    if queues is not None:
+        queue = spec["components"]["schemas"]["Submission"]["properties"]["queue"]
+        queue["enum"] = sorted(queues)
+        queue["description"] = ("One of the app's queues (or one a running worker consumes, "
+                                "worker -Q); the server setting api_allow_any_queue lifts this")
+    for operations in paths.values():  # any request's body is read, and refused past the limit
+        for operation in operations.values():
+            operation["responses"].setdefault("413", ERRORS["413"])
     if token:
         spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         spec["security"] = [{"bearer": []}]

@@ -11,8 +11,12 @@ Two sets of routes:
 * for watching (``asyncq.dashboard``): ``/dashboard``, ``/inspect``, ``/events``
   and ``/metrics``.
 
-Bad input gets a JSON error and a 4xx status, never a 500; an unreachable
-Redis gets 503.
+Bad input gets a JSON error and a 4xx status, never a 500: a body over
+``api_max_content_length`` gets 413 on every route (sent with a length or
+chunked), args and kwargs nesting deeper than ``MAX_NESTING`` 400, a time more
+than ``MAX_DELAY`` ahead or a queue the app does not know 422. A Redis that is
+unreachable, full or read-only gets 503. (gunicorn answers some errors itself,
+before Flask: ``asyncq.api.gunicorn_conf`` makes those JSON too.)
 
 When $ASYNCQ_API_TOKEN is set, every route but ``GET /health`` (which load
 balancers probe) needs ``Authorization: Bearer <token>``; otherwise 401.
@@ -32,19 +36,20 @@ from typing import Any
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from asyncq import states
 from asyncq.api.dashboard import PUBLIC_ENDPOINTS, monitor_routes
 from asyncq.api.errors import error
 from asyncq.api.openapi import describe_api
 from asyncq.app import AsyncQ
-from asyncq.exceptions import ConfigurationError, EncodeError
+from asyncq.exceptions import ConfigurationError, EncodeError, EvictingRedis, QueueNotFound
 from asyncq.keys import check_priority
 from asyncq.loader import find_app
+from asyncq.message import MAX_DELAY, MESSAGE_NESTING, check_ahead, too_deep
 from asyncq.monitor import describe
 from asyncq.outage import REDIS_DOWN
-from asyncq.serialization import loads
+from asyncq.serialization import loads, nests_deeper
 
 
 def create_app(celery: AsyncQ, routes: Mapping[str, str] | None = None) -> Flask:
@@ -54,9 +59,12 @@ def create_app(celery: AsyncQ, routes: Mapping[str, str] | None = None) -> Flask
     app.config["MAX_CONTENT_LENGTH"] = celery.conf.api_max_content_length
     app.extensions["asyncq"] = celery
     token = api_token()
-    app.extensions["asyncq_openapi"] = describe_api(celery.main, routes or {}, token is not None)
+    app.extensions["asyncq_openapi"] = describe_api(
+        celery.main, routes or {}, token is not None,
+        None if celery.conf.api_allow_any_queue else celery.known_queues())
     if token is not None:
         require_token(app, token)
+    app.before_request(read_body_within_limit)
     app.register_blueprint(generic_routes())
     app.register_blueprint(monitor_routes())
     for route, task_name in (routes or {}).items():
@@ -120,6 +128,22 @@ def unauthorized(message: str, challenge: str) -> tuple[Response, int]:
     return response, status
 
 
+def read_body_within_limit() -> None:
+    """Read the request's body before any route runs, so that a body over
+    ``api_max_content_length`` gets 413 on every route, including those that take no
+    body, whether its size was sent (Content-Length) or not (chunked: Werkzeug would
+    otherwise hand a route its first ``limit`` bytes as if they were all)."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    too_large = RequestEntityTooLarge(
+        f"the body is larger than {limit} bytes (the server's api_max_content_length)")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    data = request.get_data(cache=True)  # chunked: at most limit bytes are read
+    if request.content_length is None and len(data) >= limit \
+            and request.environ["wsgi.input"].read(1):
+        raise too_large
+
+
 def queue_app() -> AsyncQ:
     """The asyncq app this Flask app serves (set by create_app)."""
     app: AsyncQ = current_app.extensions["asyncq"]
@@ -142,6 +166,28 @@ def install_error_handlers(app: Flask) -> None:
 
     for kind in REDIS_DOWN:
         app.register_error_handler(kind, redis_down)
+
+    # Redis answered, and refused: full (maxmemory with noeviction), a read-only
+    # replica, a key of the wrong type. A submission it refused left nothing behind
+    # (Broker.enqueue is all or nothing).
+    @app.errorhandler(redis.RedisError)
+    def redis_refused_command(exc: Exception) -> tuple[Response, int]:
+        current_app.logger.error("Redis refused a command: %s: %s", type(exc).__name__, exc)
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+            why = "is full (maxmemory reached) and refuses new data"
+        elif isinstance(exc, redis.ReadOnlyError):
+            why = "is a read-only replica"
+        else:
+            why = f"refused the command ({str(exc).split(' ', 1)[0]})"
+        return error(503, f"the queue's Redis server {why}; try again later")
+
+    app.register_error_handler(redis.ReadOnlyError, redis_refused_command)
+
+    @app.errorhandler(EvictingRedis)
+    def evicting_redis(exc: Exception) -> tuple[Response, int]:
+        current_app.logger.error("%s", exc)
+        return error(503, "the queue's Redis server may evict queued tasks when full "
+                          "(maxmemory-policy); the operator must set it to noeviction")
 
     # A subclass of ConnectionError to redis-py, but waiting will not fix it.
     @app.errorhandler(redis.AuthenticationError)
@@ -172,10 +218,16 @@ def generic_routes() -> Blueprint:
         options = submission_options(body) if not problem else {}
         if problem or isinstance(options, str):
             return error(422, problem or str(options))
+        if "queue" in options and not allowed_queue(options["queue"]):
+            return error(422, f"queue {options['queue']!r} is not one of this app's queues "
+                              f"({', '.join(sorted(queue_app().known_queues()))}); the "
+                              "server's api_allow_any_queue setting lets clients name others")
         try:  # by name, as Celery's send_task: a call run() cannot take fails when it runs
             result = queue_app().send_task(task.name, args, kwargs, **options)
         except EncodeError as exc:
             return error(422, str(exc))
+        except QueueNotFound as exc:  # api_allow_any_queue, task_create_missing_queues off
+            return error(422, str(exc.args[0]))
         location = url_for("asyncq.result", task_id=result.id)
         return (jsonify({"task_id": result.id, "state": states.PENDING, "status_url": location}),
                 202, {"Location": location})
@@ -218,6 +270,10 @@ def read_json_object() -> dict[str, Any] | tuple[Response, int]:
     data = request.get_data(cache=True)
     if not data.strip():
         return {}
+    # Checked before parsing: Python's parser recurses once per level. A body nests
+    # as a message does (it, then args), so the workers' limit applies as it is.
+    if nests_deeper(data, MESSAGE_NESTING):
+        return error(400, too_deep("args and kwargs"))
     try:
         body = json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -241,6 +297,14 @@ def check_call_shape(body: Mapping[str, Any], args: Any, kwargs: Any) -> str | N
     return None
 
 
+def allowed_queue(name: str) -> bool:
+    """Whether a client may send to this queue: one the app knows (``known_queues``, or
+    one a worker consumes), or any when ``api_allow_any_queue`` is set. Otherwise any
+    client could make lists that no worker reads and nothing expires."""
+    app = queue_app()
+    return app.conf.api_allow_any_queue or app.queue_known(name)
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) \
         and math.isfinite(value)
@@ -249,20 +313,21 @@ def _number(value: Any) -> bool:
 def submission_options(body: Mapping[str, Any]) -> dict[str, Any] | str:
     """The scheduling options of a submission, or what is wrong with them."""
     options: dict[str, Any] = {}
+    cap = f"{MAX_DELAY} (10 years, asyncq's cap)"
     if "countdown" in body:
-        if not _number(body["countdown"]) or not 0 <= body["countdown"] <= 10 * 365 * 86400:
-            return "'countdown' must be a number of seconds, 0 or more"
+        if not _number(body["countdown"]) or not 0 <= body["countdown"] <= MAX_DELAY:
+            return f"'countdown' must be a number of seconds from 0 to {cap}"
         options["countdown"] = body["countdown"]
     if "eta" in body:
         if "countdown" in options:
             return "give 'countdown' or 'eta', not both"
-        eta = parse_eta(body["eta"])
-        if eta is None:
-            return "'eta' must be an ISO 8601 time (UTC when no offset) or Unix seconds"
+        eta = eta_option(body["eta"])
+        if isinstance(eta, str):
+            return eta
         options["eta"] = eta
     if "expires" in body:
-        if not _number(body["expires"]) or body["expires"] <= 0:
-            return "'expires' must be a number of seconds, more than 0"
+        if not _number(body["expires"]) or not 0 < body["expires"] <= MAX_DELAY:
+            return f"'expires' must be a number of seconds, more than 0 and at most {cap}"
         options["expires"] = body["expires"]
     if "queue" in body:
         queue = body["queue"]
@@ -277,6 +342,17 @@ def submission_options(body: Mapping[str, Any]) -> dict[str, Any] | str:
         if options.get("priority") is None:  # out of range, or null
             return "'priority' must be a whole number from 0 to 9"
     return options
+
+
+def eta_option(value: Any) -> float | str:
+    """A submission's ``eta`` as Unix seconds, or what is wrong with it."""
+    eta = parse_eta(value)
+    if eta is None:
+        return "'eta' must be an ISO 8601 time (UTC when no offset) or Unix seconds"
+    try:
+        return check_ahead(eta, "'eta'")
+    except ValueError as exc:
+        return str(exc)
 
 
 def parse_eta(value: Any) -> float | None:

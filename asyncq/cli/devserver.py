@@ -62,9 +62,11 @@ def run_dev(app_spec: str, wsgi: str, bind: str, concurrency: int) -> int:
 
 
 def gunicorn_command(bind: str, wsgi: str) -> list[str]:
-    """gunicorn for the API; without the control socket that gunicorn 24+ opens under
-    ~/.gunicorn/, which a second dev server would share (and delete on exit)."""
-    command = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", bind]
+    """gunicorn for the API, with asyncq's settings (its own error pages in JSON, see
+    asyncq/api/gunicorn_conf.py); without the control socket that gunicorn 24+ opens
+    under ~/.gunicorn/, which a second dev server would share (and delete on exit)."""
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:asyncq.api.gunicorn_conf",
+               "--workers", "2", "--bind", bind]
     if any(setting.name == "control_socket" for setting in KNOWN_SETTINGS):
         command.append("--no-control-socket")
     return [*command, wsgi]

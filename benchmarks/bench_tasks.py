@@ -19,6 +19,8 @@ app = Celery("bench", broker=URL, backend=URL, task_acks_late=True, task_track_s
 if os.environ.get("BENCH_SYSTEM") == "celery":
     # Celery's own defaults, written out so the results can state them.
     app.conf.update(worker_prefetch_multiplier=4, broker_connection_retry_on_startup=True)
+if os.environ.get("BENCH_PREFETCH"):  # a batch size other than the default, for both
+    app.conf.update(worker_prefetch_multiplier=int(os.environ["BENCH_PREFETCH"]))
 
 
 @app.task(name="bench.noop")

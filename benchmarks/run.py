@@ -3,8 +3,19 @@
 Starts a private redis-server, then measures each line for both systems with the
 same task code (benchmarks/bench_tasks.py), alternating asyncq and Celery and
 repeating each measurement; reports the median and the spread (min-max), the
-ratio, and the target. Writes benchmarks/RESULTS.md and benchmarks/results.png.
+ratio, and the target. Then the floor (benchmarks/floor.py: a bare consumer with
+the shape of asyncq's guarantees) against asyncq at the same batch sizes, and the
+fastest Python peers. Writes benchmarks/RESULTS.md, results.json and results.png.
 ``--quick`` runs tiny sizes (the test suite's smoke test uses it).
+
+Redis commands per task are counted two ways. All that Redis executed (the calls
+its scripts make included) comes from INFO commandstats, read before a timed drain's
+worker starts and after its last task is final, less the benchmark's own completion
+polls and INFO: no slowdown, so the timed drains themselves are counted. Which of
+them clients sent cannot be told from commandstats (Redis counts a script's
+``redis.call`` under the command's own name, and clients send the same commands
+too), so a drain of its own runs under MONITOR, which marks a script's inner calls
+as from "lua": sent = all it shows less those, less the benchmark's own.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncq.cli.localredis import LocalRedis, find_redis_server
-from benchmarks import measure
+from benchmarks import floor, measure
 
 HERE = Path(__file__).resolve().parent
 SYSTEMS = ("asyncq", "celery")
@@ -41,10 +52,12 @@ class Sizes:
     commands: int = 2000
     http_seconds: float = 5.0
     peers_drain: int = 5000
+    floor_batches: tuple[int, ...] = floor.BATCHES  # asyncq's worker_prefetch_multiplier
 
 
 QUICK = Sizes(repeat=1, enqueue=200, drain=300, drain_c1=100, sleep=50, latency=30,
               commands=50, http_seconds=1.0, peers_drain=200)
+DEFAULT_BATCH = 4  # worker_prefetch_multiplier's default, in asyncq and in Celery
 
 
 @dataclass
@@ -79,6 +92,26 @@ class Line:
         return "yes" if ok else "**no**"
 
 
+@dataclass
+class FloorRow:
+    """The floor and asyncq draining the same tasks with the same batch size K."""
+
+    batch: int
+    floor: list[dict[str, Any]] = field(default_factory=list)
+    asyncq: list[float] = field(default_factory=list)
+
+    def floor_median(self, key: str = "tasks_per_s") -> float:
+        return float(statistics.median(row[key] for row in self.floor))
+
+
+@dataclass
+class Results:
+    lines: list[Line]
+    floor: list[FloorRow]
+    peers: list[dict[str, Any]]
+    executed_by_command: dict[str, dict[str, float]]  # per system, from the timed drains
+
+
 def alternate(line: Line, repeat: int, measure_one: Callable[[str], float]) -> None:
     """asyncq, Celery, asyncq, Celery...: neither system always runs on a warmer machine."""
     for round_ in range(repeat):
@@ -88,7 +121,7 @@ def alternate(line: Line, repeat: int, measure_one: Callable[[str], float]) -> N
                   flush=True)
 
 
-def run_all(url: str, sizes: Sizes) -> tuple[list[Line], list[dict[str, Any]]]:
+def run_all(url: str, sizes: Sizes) -> Results:
     lines: list[Line] = []
 
     def add(line: Line, fn: Callable[[str], float]) -> None:
@@ -99,12 +132,15 @@ def run_all(url: str, sizes: Sizes) -> tuple[list[Line], list[dict[str, Any]]]:
         lambda s: measure.enqueue_rate(s, url, sizes.enqueue, batched=False))
     add(Line("enqueue rate, one client, batched (group)", "tasks/s", True),
         lambda s: measure.enqueue_rate(s, url, sizes.enqueue, batched=True))
-    drains: dict[str, list[dict[str, float]]] = {s: [] for s in SYSTEMS}
+    drains: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
 
     def drain_c2(system: str) -> float:
         result = measure.drain(system, url, sizes.drain, "noop", 2)
         drains[system].append(result)
-        return result["tasks_per_s"]
+        print(f"    after it: RSS {result['after_rss'] / 2**20:.1f} MB, PSS "
+              f"{result['after_pss'] / 2**20:.1f} MB; Redis executed "
+              f"{result['executed_per_task']:.2f} commands per task", flush=True)
+        return float(result["tasks_per_s"])
 
     add(Line(f"drain {sizes.drain:,} no-op, concurrency 2", "tasks/s", True,
              "at least 5x (and ahead of Dramatiq 2x8)", 5.0), drain_c2)
@@ -112,10 +148,13 @@ def run_all(url: str, sizes: Sizes) -> tuple[list[Line], list[dict[str, Any]]]:
                       "tasks/s", True)
     rss_after = Line("worker RSS, concurrency 2, after the drain", "MB", False, "at most 1/2", 0.5)
     pss_after = Line("worker PSS (shared pages counted once), after the drain", "MB", False)
+    executed_drain = Line("Redis commands per task executed in the drain (INFO commandstats)",
+                          "commands", False)
     for system in SYSTEMS:
         with_start.samples[system] = [d["with_start_per_s"] for d in drains[system]]
         rss_after.samples[system] = [d["after_rss"] / 2**20 for d in drains[system]]
         pss_after.samples[system] = [d["after_pss"] / 2**20 for d in drains[system]]
+        executed_drain.samples[system] = [d["executed_per_task"] for d in drains[system]]
     lines += [with_start]
     add(Line(f"drain {sizes.drain_c1:,} no-op, concurrency 1", "tasks/s", True),
         lambda s: measure.drain(s, url, sizes.drain_c1, "noop", 1)["tasks_per_s"])
@@ -133,9 +172,17 @@ def run_all(url: str, sizes: Sizes) -> tuple[list[Line], list[dict[str, Any]]]:
     for system in SYSTEMS:
         p99.samples[system] = [x["p99_ms"] for x in latencies[system]]
     lines.append(p99)
-    add(Line("worker RSS, concurrency 2, idle", "MB", False),
-        lambda s: measure.idle_rss(s, url, 2) / 2**20)
-    lines += [rss_after, pss_after]
+    idle: dict[str, list[dict[str, int]]] = {s: [] for s in SYSTEMS}
+
+    def idle_rss(system: str) -> float:
+        idle[system].append(measure.idle_memory(system, url, 2))
+        return idle[system][-1]["rss"] / 2**20
+
+    add(Line("worker RSS, concurrency 2, idle", "MB", False), idle_rss)
+    idle_pss = Line("worker PSS (shared pages counted once), idle", "MB", False)
+    for system in SYSTEMS:
+        idle_pss.samples[system] = [m["pss"] / 2**20 for m in idle[system]]
+    lines += [idle_pss, rss_after, pss_after]
     add(Line("HTTP POST (tutorial route) under gunicorn", "req/s", True, "at least 1.5x", 1.5),
         lambda s: http_rps(s, url, sizes.http_seconds))
     counts: dict[str, list[dict[str, float]]] = {s: [] for s in SYSTEMS}
@@ -144,21 +191,66 @@ def run_all(url: str, sizes: Sizes) -> tuple[list[Line], list[dict[str, Any]]]:
         counts[system].append(measure.redis_commands(system, url, sizes.commands))
         return counts[system][-1]["sent_per_task"]
 
-    add(Line("Redis commands per task sent by clients (no-op, acks-late)", "commands", False,
+    add(Line("Redis commands per task sent by clients, enqueue to get() (no-op, acks-late)",
+             "commands", False,
              "at most 6 (asyncq's own figure)", target_value=6), commands)
-    executed = Line("Redis commands per task executed (Lua's inner calls included)", "commands",
-                    False)
+    executed = Line("Redis commands per task executed, enqueue to get() (Lua's inner calls "
+                    "included)", "commands", False)
     for system in SYSTEMS:
         executed.samples[system] = [c["executed_per_task"] for c in counts[system]]
     lines.append(executed)
-    return lines, peers(url, sizes)
+    monitored: dict[str, dict[str, float]] = {}
+
+    def drain_sent(system: str) -> float:
+        monitored[system] = measure.drain_commands(system, url, sizes.commands, 2)
+        print(f"    MONITOR saw {monitored[system]['executed_per_task']:.2f} executed per task "
+              "(the timed drains' commandstats should agree)", flush=True)
+        return monitored[system]["sent_per_task"]
+
+    sent_drain = Line(f"Redis commands per task sent by clients in the drain (MONITOR, "
+                      f"{sizes.commands:,} tasks)", "commands", False)
+    lines += [sent_drain, executed_drain]
+    alternate(sent_drain, 1, drain_sent)  # one run each: counts barely vary, MONITOR is slow
+    floor_rows = floor_against_asyncq(url, sizes)
+    breakdown = {system: mean_by_command([d["executed_by_command"] for d in drains[system]])
+                 for system in SYSTEMS}
+    return Results(lines, floor_rows, peers(url, sizes), breakdown)
+
+
+def mean_by_command(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Commands executed per task, by name, averaged over runs; most called first."""
+    names = {name for run in runs for name in run}
+    means = {name: sum(run.get(name, 0.0) for run in runs) / len(runs) for name in names}
+    return dict(sorted(means.items(), key=lambda item: -item[1]))
+
+
+def floor_against_asyncq(url: str, sizes: Sizes) -> list[FloorRow]:
+    """At each batch size K: the floor's drain and asyncq's (worker_prefetch_multiplier
+    = K), of the same number of no-op tasks with two consumers, alternating."""
+    rows = []
+    for batch in sizes.floor_batches:
+        row = FloorRow(batch)
+        for round_ in range(sizes.repeat):
+            for who in ("floor", "asyncq") if round_ % 2 == 0 else ("asyncq", "floor"):
+                if who == "floor":
+                    row.floor.append(floor.drain(url, sizes.drain, batch))
+                    result = row.floor[-1]
+                    print(f"  floor K={batch}: {result['tasks_per_s']:,.0f} tasks/s; commands "
+                          f"per task {result['sent_per_task']:.2f} sent, "
+                          f"{result['executed_per_task']:.2f} executed", flush=True)
+                else:
+                    row.asyncq.append(measure.drain("asyncq", url, sizes.drain, "noop", 2,
+                                                    prefetch=batch)["tasks_per_s"])
+                    print(f"  asyncq K={batch}: {row.asyncq[-1]:,.0f} tasks/s", flush=True)
+        rows.append(row)
+    return rows
 
 
 def http_rps(system: str, url: str, seconds: float) -> float:
     from benchmarks.http_load import http_post_benchmark
 
     measure.flush(url)
-    return http_post_benchmark(system, url, seconds=seconds)["requests_per_s"]
+    return float(http_post_benchmark(system, url, seconds=seconds)["requests_per_s"])
 
 
 def peers(url: str, sizes: Sizes) -> list[dict[str, Any]]:
@@ -200,8 +292,57 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def report(lines: list[Line], peer_rows: list[dict[str, Any]], sizes: Sizes,
-           elapsed: float) -> str:
+def spread(values: list[float]) -> str:
+    return f"{min(values):,.0f}-{max(values):,.0f}" if len(values) > 1 else "-"
+
+
+def floor_table(results: Results, sizes: Sizes) -> list[str]:
+    drain = next(line for line in results.lines if line.name.startswith("drain ")
+                 and "concurrency 2" in line.name)
+    celery = drain.median("celery")
+    out = [
+        "", f"The floor (`benchmarks/floor.py`): a bare consumer that keeps the shape of "
+        "asyncq's guarantees (a PENDING record per task; one script moves K messages into an "
+        "in-flight list and marks them STARTED; one script, for each of K finished tasks, "
+        "stores SUCCESS unless the record is final, sets its TTL, publishes a notice and "
+        "removes the message from the in-flight list; two consumer processes; no events, "
+        "fencing or canvas). It drains the same "
+        f"{sizes.drain:,} queued no-op tasks; asyncq runs with `worker_prefetch_multiplier` = K "
+        f"and concurrency 2. Median of {sizes.repeat}, the two alternating; Celery's figure is "
+        f"the drain line above (K = {DEFAULT_BATCH}, its default).", "",
+        "| batch K | floor tasks/s | floor spread | asyncq tasks/s | asyncq spread "
+        "| asyncq / floor | Celery tasks/s | Celery / floor "
+        "| floor commands per task, sent / executed |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    for row in results.floor:
+        floor_rate = row.floor_median()
+        asyncq = statistics.median(row.asyncq)
+        at_default = row.batch == DEFAULT_BATCH
+        out.append(
+            f"| {row.batch} | {floor_rate:,.0f} | "
+            f"{spread([r['tasks_per_s'] for r in row.floor])} | {asyncq:,.0f} | "
+            f"{spread(row.asyncq)} | {asyncq / floor_rate:.2f} | "
+            f"{f'{celery:,.0f}' if at_default else ''} | "
+            f"{f'{celery / floor_rate:.2f}' if at_default else ''} | "
+            f"{row.floor_median('sent_per_task'):.2f} / "
+            f"{row.floor_median('executed_per_task'):.2f} |")
+    return out
+
+
+def breakdown_lines(results: Results, sizes: Sizes) -> list[str]:
+    out = ["", f"Commands Redis executed per task in the timed drains of {sizes.drain:,} "
+           f"(concurrency 2, K = {DEFAULT_BATCH}; INFO commandstats, by command, mean of the "
+           "runs; asyncq sends its scripts as EVAL):", ""]
+    for system in SYSTEMS:
+        counts = results.executed_by_command[system]
+        shown = ", ".join(f"{name} {count:.2f}" for name, count in counts.items()
+                          if count >= 0.005)
+        out.append(f"- {system}: {shown}")
+    return out
+
+
+def report(results: Results, sizes: Sizes, elapsed: float) -> str:
+    lines, peer_rows = results.lines, results.peers
     v = versions()
     out = [
         "# asyncq vs Celery: benchmark results",
@@ -225,6 +366,8 @@ def report(lines: list[Line], peer_rows: list[dict[str, Any]], sizes: Sizes,
         out.append(f"| {line.name} ({line.unit}) | {line.median('asyncq'):,.4g} | "
                    f"{line.median('celery'):,.4g} | {line.ratio():.2f}x | {line.target} | "
                    f"{line.met()} | {line.spread('asyncq')} | {line.spread('celery')} |")
+    out += breakdown_lines(results, sizes)
+    out += floor_table(results, sizes)
     out += ["", "Reference rows: the fastest Python peers, each with its own minimal no-op task "
             "module on the same Redis, results stored, one run each.", "",
             "| system | drain tasks/s (first to last) | with start-up tasks/s |", "|---|---|---|"]
@@ -269,15 +412,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         server = LocalRedis(folder).start()
         try:
-            lines, peer_rows = run_all(server.url, sizes)
+            results = run_all(server.url, sizes)
         finally:
             server.stop()
     options.out.mkdir(parents=True, exist_ok=True)
-    text = report(lines, peer_rows, sizes, time.monotonic() - started)
+    text = report(results, sizes, time.monotonic() - started)
     (options.out / "RESULTS.md").write_text(text)
-    chart(lines, options.out / "results.png")
+    chart(results.lines, options.out / "results.png")
     (options.out / "results.json").write_text(json.dumps(
-        {line.name: line.samples for line in lines} | {"peers": peer_rows}, indent=1))
+        {line.name: line.samples for line in results.lines}
+        | {"floor": [{"batch": row.batch, "floor": row.floor, "asyncq": row.asyncq}
+                     for row in results.floor],
+           "executed_by_command": results.executed_by_command, "peers": results.peers},
+        indent=1))
     print(text)
     return 0
 

@@ -185,15 +185,21 @@ def test_a_message_nested_past_the_limit_is_a_dead_letter_and_its_task_fails(
     raw = json.dumps({"id": "too-deep", "task": "badinput.depth",
                       "args": [deep(MAX_NESTING + 1)], "kwargs": {}, "queue": "celery"})
     app.broker.enqueue("too-deep", "badinput.depth", "celery", raw.encode())
+    # and one far deeper than Python's parser goes (no id can be read from it)
+    abyss = ('{"id": "abyss", "task": "badinput.depth", "args": [' + nested(5000)
+             + '], "kwargs": {}, "queue": "celery"}').encode()
+    client.lpush(QUEUE, abyss)
     good = app.tasks["badinput.add"].delay(2, 3)
     # When a worker takes them
-    start_worker(app="tests.badinputapp")
-    # Then the deep one is set aside, its task FAILURE naming the limit; the next one runs
+    worker = start_worker(app="tests.badinputapp")
+    # Then the deep ones are set aside, the first one's task FAILURE naming the limit;
+    # the next task runs, in the same child
     assert good.get(timeout=10) == 5
     record = wait_until(lambda: read_record(client, "too-deep").get("status") == "FAILURE"
                         and read_record(client, "too-deep"), "the deep task failed")
     assert "MAX_NESTING" in record["exc_message"]
-    assert client.lrange(DEAD_LETTERS, 0, -1) == [raw.encode()]
+    assert client.lrange(DEAD_LETTERS, 0, -1) == [abyss, raw.encode()]
+    assert worker.count("died") == 0, worker.output
 
 
 # -- which queues -------------------------------------------------------------------

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from asyncq.broker import Submission
 from asyncq.current import current_app
+from asyncq.exceptions import EncodeError
 from asyncq.keys import check_priority
-from asyncq.message import as_timestamp, check_ahead, encode_body, new_task_id
+from asyncq.message import as_timestamp, check_ahead, encode_body, new_task_id, too_deep
 from asyncq.request import Request
 from asyncq.result import AsyncResult, EagerResult, GroupResult
 from asyncq.scripts import Command
@@ -134,7 +135,10 @@ class Signature(dict[str, Any]):
         options = {k: v for k, v in options.items() if v is not None}
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
-        return Workflow(self.app).submit(self, args or (), kwargs or {}, options)
+        try:
+            return Workflow(self.app).submit(self, args or (), kwargs or {}, options)
+        except RecursionError:  # copying or building arguments some hundreds of levels deep
+            raise EncodeError(too_deep("the arguments of the canvas")) from None
 
     def apply(self, args: Any = None, kwargs: dict[str, Any] | None = None,
               **options: Any) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 from asyncq.exceptions import EncodeError
 from asyncq.keys import PRIORITIES
-from asyncq.serialization import dumps, loads, nests_deeper
+from asyncq.serialization import TooDeep, dumps, loads, nests_deeper
 
 MAX_ID_BYTES = 64  # task ids up to this size (a uuid4 is 36); workers share them in memory
 # How deep lists and dicts may nest in a task's args and kwargs (``[[1]]`` is 2), far
@@ -130,7 +130,10 @@ def encode_body(body: dict[str, Any]) -> bytes:
     """A message as JSON; EncodeError when its arguments are not JSON or nest deeper
     than a worker reads (``MAX_NESTING``)."""
     what = f"the arguments of task {body['task']!r}"
-    raw = dumps(body, what).encode()
+    try:
+        raw = dumps(body, what).encode()
+    except TooDeep:  # hundreds of levels deep: far past the limit
+        raise EncodeError(too_deep(what)) from None
     if nests_deeper(raw, MESSAGE_NESTING):
         raise EncodeError(too_deep(what))
     return raw

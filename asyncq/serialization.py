@@ -69,8 +69,12 @@ def dumps(value: Any, what: str) -> str:
     except (TypeError, ValueError) as exc:
         raise EncodeError(f"{what} cannot be encoded as JSON: {exc}") from None
     except RecursionError:  # the encoder recurses once per level of lists and dicts
-        raise EncodeError(f"{what} cannot be encoded as JSON: its lists and dicts nest "
-                          "too deeply") from None
+        raise TooDeep(f"{what} cannot be encoded as JSON: its lists and dicts nest "
+                      "too deeply") from None
+
+
+class TooDeep(EncodeError):
+    """``dumps`` ran out of stack: lists and dicts nested some hundreds of levels."""
 
 
 # A JSON string (escapes included), and every byte that is not a bracket.

@@ -417,11 +417,21 @@ class Broker:
         already: (that state, ''), after dropping the message (and running
         follow-ups a crash left undone). When another run owns it: (ELSEWHERE,
         that run's owner); the caller defers this copy."""
-        answer = self._run(self._start.command(
+        return self.started(message, inflight, self._run(self.start_command(
+            message, inflight, worker_id, acks_late, track_started, extended)))
+
+    def start_command(self, message: Message, inflight: str, worker_id: str, acks_late: bool,
+                      track_started: bool, extended: bool = False) -> Command:
+        """The script call of ``start``, to send on its own or with the previous task's
+        finish (``finish_and_start``: one round trip for both)."""
+        return self._start.command(
             [self.keys.task(message.id)],
             [worker_id, now(), self.record_ttl, int(acks_late),
              states.STARTED if track_started else "", message.call() if extended else "",
-             inflight]))
+             inflight])
+
+    def started(self, message: Message, inflight: str, answer: Any) -> tuple[str | None, str]:
+        """What ``start``'s script answered, as ``start`` returns it."""
         if not isinstance(answer, list):
             return None, text(answer) or ""
         status, detail = texts(answer)
@@ -553,21 +563,32 @@ class Broker:
         ack: a copy redelivered after a crash between the two finds the final
         state, as any other would, rather than no record.
         """
+        return self.finish_and_start(message, inflight, fields, keep_result, then)[0]
+
+    def finish_and_start(self, message: Message, inflight: str, fields: Mapping[str, str],
+                         keep_result: bool = True, then: str | None = None,
+                         start_next: Command | None = None) -> tuple[bool, Any]:
+        """``finish``, with the start of the child's next task (``start_command``) sent
+        in the same round trip; returns whether this finish stored, and the answer of
+        that start (for ``started``). The next task's start does not depend on this
+        one's end, so it may go first or beside it."""
         record = self.keys.task(message.id)
         plan = self._plan(message.id, then, fields, keep_result, inflight)
         store = self._store_state(message.id, fields,
                                   self.result_ttl if keep_result else self.record_ttl,
                                   final_notice(fields), plan, owner=inflight)
         drop = self._drop_record.command([record], [inflight])
-        stored, _, finished, other = self._store_then_ack(
-            store, message.raw, inflight, ack_too=[] if keep_result else [drop],
-            held=bool(plan))[0]
+        answers = self._store_then_ack(
+            store, message.raw, inflight, beside=[start_next] if start_next else [],
+            ack_too=[] if keep_result else [drop], held=bool(plan))
+        stored, _, finished, other = answers[0]
+        next_answer = answers[1] if start_next else None
         # Stored now, or by this very call's earlier try whose answer was lost (the
         # same finished_at): either way this call's outcome is the task's.
         if stored or (finished and text(finished) == fields.get("finished_at")):
-            return True
+            return True, next_answer
         self.note_late_run(message.id, fields, inflight, text(other) or text(finished))
-        return False
+        return False, next_answer
 
     _drop_record = Script.load("drop_record")
 

@@ -60,6 +60,7 @@ from asyncq.outage import GaveUp, Outage, back_off
 from asyncq.recovery import Presence, Recovery, Registration, recover_list
 from asyncq.request import Request
 from asyncq.result import revoked_fields
+from asyncq.scripts import Command
 from asyncq.serialization import dumps, loads
 
 if TYPE_CHECKING:
@@ -164,6 +165,24 @@ class Outcome:
     disposal: str = "store"
 
 
+@dataclass(frozen=True)
+class Following:
+    """The next message of a batch, decoded, and the start to send for it."""
+
+    raw: bytes
+    message: Message
+    start: Command
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """A message started with the previous task's finish, and what its start answered."""
+
+    raw: bytes
+    message: Message
+    answer: Any
+
+
 class Child:
     """One child process: fetches and runs tasks, one at a time, until told to stop."""
 
@@ -176,6 +195,7 @@ class Child:
         self.inflight = ""  # the in-flight list of the batch being worked through
         self.then: str | None = None  # what follows the current task in its canvas
         self.fetched_at = 0.0  # when the batch being worked through was taken (monotonic)
+        self.ahead: Ahead | None = None  # the next message, started with the last finish
         self.notes = NoteWriter(pool.notes_fd)  # task events, sent on by the supervisor
         self.outage = Outage(log)
         self.busy = False
@@ -215,13 +235,17 @@ class Child:
                 if os.getppid() != parent:
                     log.error("supervisor gone: this child stops taking work")
                     return
-                for raw in self.fetch():
-                    if self.stopping or self.had_enough(done):
+                batch = self.fetch()
+                for index, raw in enumerate(batch):
+                    if (self.stopping or self.had_enough(done)) and not self.started_ahead(raw):
                         break  # the rest of the batch goes back to the queue on exit
                     self.busy = True
-                    self.handle_contained(raw)
+                    more = index + 1 < len(batch) and not self.stopping and \
+                        not self.had_enough(done + 1)
+                    self.handle_contained(raw, batch[index + 1] if more else None)
                     done += 1
-                    self.busy = False
+                    self.busy = self.ahead is not None  # a started task is as good as running
+                self.ahead = None
 
     def watch_for_a_freeze(self) -> None:
         """A thread: after this process was stopped (SIGSTOP, a paused VM) long enough
@@ -246,13 +270,16 @@ class Child:
                           "this child ends now", task_id, gap)
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    def handle_contained(self, raw: bytes) -> None:
+    def started_ahead(self, raw: bytes) -> bool:
+        return self.ahead is not None and self.ahead.raw is raw
+
+    def handle_contained(self, raw: bytes, upcoming: bytes | None = None) -> None:
         """``handle``, where a Redis error that waiting will not end (a damaged record:
         WRONGTYPE, a field no asyncq wrote) costs that one message, set aside as a dead
         letter, never the child: other tasks go on. (Outages and refusals, such as a
         full Redis, are waited out inside.)"""
         try:
-            self.handle(raw)
+            self.handle(raw, upcoming)
         except redis.ResponseError as exc:
             self.running = ""
             self.pool.slots.show_running(self.slot, "")
@@ -292,10 +319,12 @@ class Child:
         self.outage.run(lambda: recover_list(self.app, inflight, inflight, "lost", error,
                                              self.worker_id))
 
-    def handle(self, raw: bytes) -> None:
-        """One message: start the task, run it, store its outcome and acknowledge."""
+    def handle(self, raw: bytes, upcoming: bytes | None = None) -> None:
+        """One message: start the task, run it, store its outcome and acknowledge (and
+        start the ``upcoming`` message in the same round trip, when it can be)."""
+        ahead, self.ahead = (self.ahead if self.started_ahead(raw) else None), None
         try:
-            message = Message.decode(raw)
+            message = ahead.message if ahead else Message.decode(raw)
             task = self.app.registered(message.task)
         except NotRegistered as exc:
             signals.task_unknown.send(sender=self, name=_guess_field(raw, "task"),
@@ -317,7 +346,7 @@ class Child:
             signals.task_revoked.send(sender=task, request=request, terminated=False,
                                       signum=None, expired=True)
             return
-        if not self.start(task, message, request):
+        if not self.start(task, message, request, ahead):
             return
         self.pool.slots.show_running(self.slot, message.id)
         self.running = message.id
@@ -326,7 +355,7 @@ class Child:
         self.pool.slots.show_running(self.slot, "")
         failed = outcome.fields.get("status") == states.FAILURE
         self.end(message, outcome, keep_result=not task.ignore_result or
-                 (failed and task.store_errors_even_if_ignored))
+                 (failed and task.store_errors_even_if_ignored), upcoming=upcoming)
         self.call_hooks(task, request, outcome)
 
     def throttled(self, task: Task, message: Message) -> bool:
@@ -363,19 +392,26 @@ class Child:
                                       "priority": message.priority})
 
     # -- the steps of one task ----------------------------------------------
-    def start(self, task: Task, message: Message, request: Request) -> bool:
+    def start(self, task: Task, message: Message, request: Request,
+              ahead: Ahead | None = None) -> bool:
         """Mark the task started, this child its owner; False when this message is no
         longer ours, its task already has a final state (a duplicate) or another
-        child runs it (this copy then waits in the scheduled set)."""
-        if not self.still_held(message):
+        child runs it (this copy then waits in the scheduled set). ``ahead``: it was
+        started already, with the previous task's finish."""
+        if ahead is None and not self.still_held(message):
             return False
         self.notes.note("received", message.id, task.name, self.worker_id,
                         retries=message.retries, more=task.track_started)
         if task.track_started:
             self.notes.note("started", message.id, task.name, self.worker_id)
-        final, self.then = self.outage.run(lambda: self.app.broker.start(
-            message, self.inflight, self.worker_id, task.acks_late, task.track_started,
-            self.app.conf.result_extended))
+        broker = self.app.broker
+        if ahead is not None:
+            final, self.then = self.outage.run(lambda: broker.started(message, self.inflight,
+                                                                      ahead.answer))
+        else:
+            final, self.then = self.outage.run(lambda: broker.start(
+                message, self.inflight, self.worker_id, task.acks_late, task.track_started,
+                self.app.conf.result_extended))
         if final == ELSEWHERE:
             self.defer(task, message, owner=self.then or "?")
             return False
@@ -497,9 +533,11 @@ class Child:
         state = states.IGNORED if outcome.disposal == "ignore" else outcome.fields["status"]
         task.after_run(request, state, outcome.value, outcome.einfo)
 
-    def end(self, message: Message, outcome: Outcome, keep_result: bool) -> None:
+    def end(self, message: Message, outcome: Outcome, keep_result: bool,
+            upcoming: bytes | None = None) -> None:
         """Store the task's new state, then acknowledge its message (the broker does
-        both, in that order); note it, if this stored it."""
+        both, in that order); note it, if this stored it. The ``upcoming`` message is
+        started in the same round trip when it can be (see ``ahead_of``)."""
         broker, fields = self.app.broker, outcome.fields
         retry_at, runtime = outcome.retry_at, outcome.runtime
         if outcome.disposal != "store":
@@ -512,10 +550,34 @@ class Child:
             if runtime is not None:
                 fields.setdefault("runtime", f"{runtime:.6f}")  # a failure's too
                 runtime = float(fields["runtime"])  # the event says what the record says
-            stored = self.outage.run(lambda: broker.finish(message, self.inflight, fields,
-                                                           keep_result, self.then))
+            following = self.ahead_of(upcoming)
+            stored, answer = self.outage.run(lambda: broker.finish_and_start(
+                message, self.inflight, fields, keep_result, self.then,
+                following.start if following else None))
+            if following:
+                self.ahead = Ahead(following.raw, following.message, answer)
         if stored:
             self.note_end(message, fields, runtime)
+
+    def ahead_of(self, raw: bytes | None) -> Following | None:
+        """The start of the next message of the batch, to send with this finish: one
+        round trip fewer per task. Not for a message that needs a look first (its
+        batch is old enough to need fencing, it is expired, rate-limited or not one
+        of ours): that one starts on its own, as any other."""
+        conf = self.app.conf
+        if raw is None or time.monotonic() - self.fetched_at >= conf.worker_heartbeat_interval:
+            return None
+        try:
+            message = Message.decode(raw)
+            task = self.app.registered(message.task)
+        except (ValueError, NotRegistered):
+            return None
+        if message.expired() or task.rate_limit or conf.task_default_rate_limit:
+            return None
+        start = self.app.broker.start_command(message, self.inflight, self.worker_id,
+                                              task.acks_late, task.track_started,
+                                              conf.result_extended)
+        return Following(raw, message, start)
 
     def dispose(self, message: Message, outcome: Outcome) -> None:
         """Ignore: acknowledge only. Reject: REJECTED, and the message kept as a dead
@@ -687,7 +749,7 @@ class Supervisor:
         if not self.wait_for_redis() or self.presence.name_taken() or self.evicting():
             return 1
         previous = self.presence.previous()
-        self.presence.beat()
+        contained(self.presence.beat)
         self.recovery.own_leftovers(previous)
         for slot in range(self.concurrency):
             self.spawn(slot)

@@ -12,7 +12,17 @@ import pytest
 
 from asyncq import chain, chord, group, maybe_signature, signature
 from asyncq.exceptions import TaskRevokedError
-from tests.canvasapp import ERRBACKS, add, boom, errback_new, identity, quiet_boom, sleepy, xsum
+from tests.canvasapp import (
+    ERRBACKS,
+    Boom,
+    add,
+    boom,
+    errback_new,
+    identity,
+    quiet_boom,
+    sleepy,
+    xsum,
+)
 from tests.conftest import read_record, wait_until
 
 APP = "tests.canvasapp"
@@ -105,7 +115,7 @@ def test_errbacks_of_chords_further_on_are_not_called(capp, client, worker):
     # given a failing step ahead of a chord whose body has an errback
     worker()
     result = chain(boom.s(0), chord([add.s(1)], xsum.s().on_error(errback_new.s()))).delay()
-    with pytest.raises(Exception):
+    with pytest.raises(Boom, match="in step"):
         result.get(timeout=T)
     # then that chord never started, so its errback is not called (as in Celery)
     assert result.state == "FAILURE"

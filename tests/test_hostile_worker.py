@@ -113,6 +113,8 @@ def test_a_full_redis_is_waited_out_and_never_crash_loops_the_children(own_redis
         while True:
             client.set(f"filler:{filler}", "x" * 100_000)
             filler += 1
+    # (and stays full: a limit below what it holds, so no small write squeezes in)
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"]) - 100_000)
     # then a submission fails with Redis's own error
     with pytest.raises(redis.exceptions.OutOfMemoryError):
         app.send_task("tests.add", (1, 1))

@@ -149,7 +149,12 @@ class NoteWriter:
         self.held.append({"kind": kind, "task_id": task_id, "name": name, "worker": worker,
                           "count": count, "runtime": runtime, "at": time.time(),
                           **{k: str(v) for k, v in details.items() if v is not None}})
-        if more:
+        if not more:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the notes held so far, if any, as one line."""
+        if not self.held:
             return
         notes, self.held = self.held, []
         data = (json.dumps(notes) + "\n").encode()

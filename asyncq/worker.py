@@ -24,6 +24,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import selectors
 import signal
 import socket
 import threading
@@ -226,6 +227,7 @@ class Child:
         try:
             self.loop(parent)
         finally:
+            self.notes.flush()
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
 
     def loop(self, parent: int) -> None:
@@ -296,6 +298,7 @@ class Child:
 
     def fetch(self) -> list[bytes]:
         """Take the next messages (up to worker_prefetch_multiplier) of one queue."""
+        self.notes.flush()  # the last task's end, before this may block
         self.queues.append(self.queues.pop(0))
         conf = self.app.conf
         try:
@@ -614,7 +617,8 @@ class Child:
         self.notes.note(
             kind, message.id, message.task, self.worker_id, count=status, runtime=runtime,
             result=_shorten(fields["result"]) if "result" in fields else None,
-            exception=_shorten(error) if error else None, eta=fields.get("eta"))
+            exception=_shorten(error) if error else None, eta=fields.get("eta"),
+            more=True)  # goes with the next task's first note, or before the next fetch
 
     def retry_fields(self, task: Task, message: Message, reason: BaseException,
                      eta: float) -> dict[str, str]:
@@ -721,6 +725,12 @@ class Supervisor:
                          options.max_tasks_per_child or app.conf.worker_max_tasks_per_child,
                          Slots(self.concurrency), wake_write, notes_write)
         self.children: dict[int, BaseProcess] = {}
+        # One selector for the loop's whole life (a fresh one per wake-up, as
+        # multiprocessing's wait() makes, costs more than the wake-up's own work):
+        # the children's exits (data: their slot), the wake-up pipe and the notes.
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self.selector.register(self.notes.fd, selectors.EVENT_READ, None)
         self.outage = Outage(log)
         registration = Registration(self.concurrency, self.queues)
         self.presence = Presence(app, self.worker_id, registration, self.outage)
@@ -776,9 +786,8 @@ class Supervisor:
                 next_beat = time.monotonic() + self.app.conf.worker_heartbeat_interval
             elif self.next_due is not None and self.next_due <= time.time():
                 contained(self.queue_due_messages)
-            exits = {child.sentinel: slot for slot, child in self.children.items()}
-            ready = wait([*exits, self._wake_read, self.notes.fd],
-                         timeout=self.pause(next_beat))
+            ready = {key.fileobj: key.data
+                     for key, _ in self.selector.select(timeout=self.pause(next_beat))}
             if self._wake_read in ready and b"d" in os.read(self._wake_read, 64):
                 contained(self.queue_due_messages)  # a child set a message aside for later
             if self.notes.fd in ready:
@@ -786,9 +795,9 @@ class Supervisor:
             self.send_events()
             self.apply_stop_requests()
             self.watchdog.enforce_time_limits()
-            for fd in ready:
-                if fd in exits:
-                    self.on_child_exit(exits[fd])
+            for slot in ready.values():
+                if slot is not None:
+                    self.on_child_exit(slot)
 
     def tick(self) -> None:
         """Housekeeping, once per heartbeat interval; each chore one try, if Redis is away,
@@ -836,11 +845,13 @@ class Supervisor:
         process = _fork.Process(target=child.run, name=f"Child-{slot}", daemon=False)
         process.start()
         self.children[slot] = process
+        self.selector.register(process.sentinel, selectors.EVENT_READ, slot)
         log.debug("child %d started with pid %d", slot, process.pid)
 
     def on_child_exit(self, slot: int) -> None:
         """Recover what the dead child held, then put a new child in its slot."""
         process = self.children.pop(slot)
+        self.selector.unregister(process.sentinel)
         process.join()
         self.pool.slots.set_deadline(slot, 0.0)  # not respawned in a shutdown: nothing to watch
         how = describe_exit(process.exitcode)

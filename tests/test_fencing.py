@@ -113,8 +113,9 @@ def worker_id(worker) -> str:
 def test_a_prefetched_message_recovered_away_is_not_started_by_its_old_holder(
         fence, client, start_worker):
     # given a one-child worker running one task with a second one prefetched behind it
-    worker = start_worker(app=APP, concurrency=1)
+    # (both queued before it starts, so that it takes them in one batch)
     first, second = fence.tracked.delay(1.5), fence.tracked.delay(0.1)
+    worker = start_worker(app=APP, concurrency=1)
     wait_began(fence, client, first)
     inflight = inflight_of(fence, worker_id(worker))
     wait_until(lambda: client.llen(inflight) == 2, "both messages held by the child")
@@ -152,9 +153,10 @@ def freeze(worker, seconds: float) -> float:
 @pytest.mark.parametrize("acks_late", ["1", "0"])
 def test_a_frozen_worker_that_wakes_up_drops_what_was_recovered_from_it(
         fence, client, start_worker, acks_late):
-    # given a worker with a running task and a prefetched one, and a second worker
-    frozen = start_worker(app=APP, concurrency=1, env={"TEST_ACKS_LATE": acks_late})
+    # given a worker with a running task and a prefetched one (both queued before it
+    # starts, so that it takes them in one batch), and a second worker
     running, prefetched = fence.tracked.delay(3.0), fence.tracked.delay(0.2)
+    frozen = start_worker(app=APP, concurrency=1, env={"TEST_ACKS_LATE": acks_late})
     wait_began(fence, client, running)
     inflight = inflight_of(fence, worker_id(frozen))
     wait_until(lambda: client.llen(inflight) == 2, "both messages held")

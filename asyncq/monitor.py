@@ -22,6 +22,7 @@ import redis
 
 from asyncq import damage, states
 from asyncq.beat import Beat
+from asyncq.connection import eviction_risk
 from asyncq.events import SLICE
 from asyncq.keys import PRIORITIES
 from asyncq.message import Message
@@ -354,7 +355,17 @@ class Monitor:
                 "periodic": self.periodic(),
                 "dead_letters": self._read(dead, lambda: int(self.client.llen(dead))) or 0,
                 "tasks_by_state": counters.by_state(),
+                "warnings": self.warnings(),
                 "skipped": self.skipped_entries()}  # last: what the reads above left out
+
+    def warnings(self) -> list[str]:
+        """What puts tasks at risk, though workers were allowed to go on: a Redis that
+        may evict keys when full (``broker_allow_eviction``)."""
+        try:
+            risk = eviction_risk(self.client)
+        except redis.RedisError:  # INFO refused: nothing to go on
+            return []
+        return [f"{risk}: tasks and results may be lost"] if risk else []
 
 
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, str]:

@@ -19,7 +19,9 @@ from asyncq.exceptions import EvictingRedis
 from tests.conftest import (
     QUEUE,
     children_of,
+    http,
     read_record,
+    run_asyncq,
     task_key,
     wait_until,
 )
@@ -129,7 +131,7 @@ def test_a_full_redis_is_waited_out_and_never_crash_loops_the_children(own_redis
     assert set(children_of(worker.pid)) == children
 
 
-def test_an_evicting_redis_is_refused_unless_allowed(own_redis, start_worker):
+def test_an_evicting_redis_is_refused_unless_allowed(own_redis, start_worker, start_gunicorn):
     server, client = own_redis
     # given a Redis that evicts any key when full
     client.config_set("maxmemory", 100_000_000)
@@ -149,3 +151,12 @@ def test_an_evicting_redis_is_refused_unless_allowed(own_redis, start_worker):
     allowed.wait_for(r"allowed by broker_allow_eviction")
     app = sender(server.url, broker_allow_eviction=True)
     assert app.send_task("tests.add", (2, 2)).get(timeout=10) == 4
+    # and the risk shows in /health, /inspect and `asyncq inspect`
+    env = {"ASYNCQ_BROKER_URL": server.url, "TEST_ALLOW_EVICTION": "1",
+           "ASYNCQ_APP": "tests.taskapp"}
+    api = start_gunicorn("asyncq.api:from_env()", env=env)
+    for path in ("/health", "/inspect"):
+        status, _, body = http("GET", api + path)
+        assert status == 200 and "maxmemory-policy is allkeys-lru" in body["warnings"][0], body
+    report = run_asyncq("-A", "tests.taskapp", "inspect", broker_url=server.url)
+    assert "Warning: maxmemory-policy is allkeys-lru" in report.stdout

@@ -41,6 +41,9 @@ def obj(required: list[str], **properties: Any) -> dict[str, Any]:
     return schema
 
 
+WARNINGS = {"type": "array", "items": {"type": "string"},
+            "description": "What puts tasks at risk though work goes on (a Redis that may "
+                           "evict keys, allowed by broker_allow_eviction)"}
 SKIPPED = {"type": "array", "items": ref("Skipped"),
            "description": "Damaged entries in Redis that this answer left out"}
 
@@ -97,8 +100,9 @@ CORE_SCHEMAS: dict[str, Any] = {
     },
     "Revoked": obj(["task_id", "state", "terminate"], task_id={"type": "string"},
                    state=STATE, terminate={"type": "boolean"}),
-    "Health": obj(["status", "redis"], status={"type": "string", "enum": ["ok"]},
-                  redis={"type": "string", "enum": ["ok"]}),
+    "Health": obj(["status", "redis", "warnings"], status={"type": "string", "enum": ["ok"]},
+                  redis={"type": "string", "enum": ["ok"]},
+                  warnings=WARNINGS),
 }
 
 # -- what asyncq.monitor reads (GET /inspect, /inspect/*, /events) -------------
@@ -134,8 +138,9 @@ MONITOR_SCHEMAS: dict[str, Any] = {
         reserved={"type": "array", "items": ref("HeldTask")}),
     "Snapshot": obj(
         ["time", "workers", "queues", "scheduled", "dead_letters", "tasks_by_state",
-         "skipped"],
+         "warnings", "skipped"],
         time=SECONDS,
+        warnings=WARNINGS,
         workers={"type": "array", "items": ref("Worker")},
         queues={"type": "object", "additionalProperties": COUNT,
                 "description": "Messages waiting, per queue"},

@@ -245,8 +245,11 @@ def generic_routes() -> Blueprint:
 
     @bp.get("/health")
     def health() -> Response | tuple[Response, int]:
-        queue_app().broker.client.ping()
-        return jsonify({"status": "ok", "redis": "ok"})
+        broker = queue_app().broker
+        broker.client.ping()
+        risk = broker.eviction_warning()  # allowed (else submissions get 503), but a risk
+        return jsonify({"status": "ok", "redis": "ok",
+                        "warnings": [f"{risk}: tasks and results may be lost"] if risk else []})
 
     return bp
 

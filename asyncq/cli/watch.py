@@ -102,6 +102,7 @@ def inspect_report(snapshot: Mapping[str, Any]) -> str:
         sections.append("Periodic tasks (times in UTC):\n" +
                         beat_table(snapshot["periodic"], "UTC"))
     sections.append(totals_section(snapshot))
+    sections += [f"Warning: {warning}" for warning in snapshot.get("warnings", [])]
     if snapshot.get("skipped"):
         sections.append(skipped_section(snapshot["skipped"]))
     return "\n\n".join(sections)

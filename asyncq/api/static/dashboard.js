@@ -149,6 +149,9 @@ function renderSummary(snap) {
   $("tile-dead").parentElement.classList.toggle("warn", snap.dead_letters > 0);
   $("tile-succeeded").textContent = counts.SUCCESS || 0;
   $("tile-failed").textContent = counts.FAILURE || 0;
+  const warnings = snap.warnings || [];
+  $("warnings").textContent = warnings.join(" · ");
+  $("warnings").hidden = warnings.length === 0;
 }
 
 function heartbeat(worker) {

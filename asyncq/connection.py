@@ -90,11 +90,25 @@ def is_transient(exc: BaseException) -> bool:
     return type(exc) is RedisClusterException and str(exc).startswith(_CLUSTER_UNREACHABLE)
 
 
+def refusal(exc: BaseException) -> str | None:
+    """What Redis refused for, when it answered but refused: 'full' (maxmemory with
+    noeviction), 'read-only' (a replica), 'busy' (running a script); else None. A
+    refusal met inside a script comes wrapped in the script's error, so the text is
+    read too, not only the class."""
+    text = str(exc)
+    if isinstance(exc, OutOfMemoryError) or "OOM command not allowed" in text:
+        return "full"
+    if isinstance(exc, ReadOnlyError) or "READONLY You can't write" in text:
+        return "read-only"
+    if isinstance(exc, ResponseError) and text.startswith("BUSY "):
+        return "busy"
+    return None
+
+
 def is_refusal(exc: BaseException) -> bool:
     """True when Redis answered but refused for now, in a way waiting may end: full
     (``OOM``, maxmemory with noeviction) or busy running a script (``BUSY``)."""
-    return isinstance(exc, OutOfMemoryError) or (
-        isinstance(exc, ResponseError) and str(exc).startswith("BUSY "))
+    return refusal(exc) in ("full", "busy")
 
 
 def eviction_risk(client: RedisClient) -> str | None:

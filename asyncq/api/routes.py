@@ -43,6 +43,7 @@ from asyncq.api.dashboard import PUBLIC_ENDPOINTS, monitor_routes
 from asyncq.api.errors import error
 from asyncq.api.openapi import describe_api
 from asyncq.app import AsyncQ
+from asyncq.connection import refusal
 from asyncq.exceptions import ConfigurationError, EncodeError, EvictingRedis, QueueNotFound
 from asyncq.keys import check_priority
 from asyncq.loader import find_app
@@ -173,9 +174,10 @@ def install_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.RedisError)
     def redis_refused_command(exc: Exception) -> tuple[Response, int]:
         current_app.logger.error("Redis refused a command: %s: %s", type(exc).__name__, exc)
-        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        kind = refusal(exc)  # also when met inside one of asyncq's scripts
+        if kind == "full":
             why = "is full (maxmemory reached) and refuses new data"
-        elif isinstance(exc, redis.ReadOnlyError):
+        elif kind == "read-only":
             why = "is a read-only replica"
         else:
             why = f"refused the command ({str(exc).split(' ', 1)[0]})"

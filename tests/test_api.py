@@ -98,7 +98,7 @@ def test_status_route_shows_progress_meta_and_failure(api, start_worker, example
 
 def test_health_and_task_list(api):
     status, _, body = http("GET", f"{api}/health")
-    assert (status, body) == (200, {"status": "ok", "redis": "ok"})
+    assert (status, body) == (200, {"status": "ok", "redis": "ok", "warnings": []})
     assert "async_tasks.add" in http("GET", f"{api}/tasks")[2]["tasks"]
 
 

@@ -321,19 +321,20 @@ def _signatures(tasks: Iterable[Any], app: AsyncQ | None) -> list[Signature]:
     return sigs
 
 
-@Signature.register_type
-class Chain(Signature):
-    """``chain(a.s(1), b.s(), c.s())``: each step's result becomes the next one's first
-    argument. Steps may be any canvas; a group followed by a step becomes a chord."""
+class _Several(Signature):
+    """A canvas of signatures kept in ``kwargs['tasks']`` (a chain, a group): given as
+    arguments or one iterable; one of the same kind inside is unrolled into it."""
+
+    kind = ""
 
     def __init__(self, *tasks: Any, app: AsyncQ | None = None, **options: Any):
         if len(tasks) == 1 and not isinstance(tasks[0], dict):
             tasks = tuple(tasks[0])
-        steps: list[Signature] = []
-        for step in _signatures(tasks, app):
-            steps += step.tasks if isinstance(step, Chain) else [step]
-        super().__init__("asyncq.chain", (), {"tasks": steps}, options=options,
-                         subtask_type="chain", app=app or (steps[0]._app if steps else None))
+        flat: list[Signature] = []
+        for task in _signatures(tasks, app):
+            flat += task.tasks if isinstance(task, type(self)) else [task]
+        super().__init__(f"asyncq.{self.kind}", (), {"tasks": flat}, options=options,
+                         subtask_type=self.kind, app=app or (flat[0]._app if flat else None))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], app: AsyncQ | None = None) -> Signature:
@@ -346,6 +347,14 @@ class Chain(Signature):
     @property
     def app(self) -> AsyncQ:
         return self._app or (self.tasks[0].app if self.tasks else current_app())
+
+
+@Signature.register_type
+class Chain(_Several):
+    """``chain(a.s(1), b.s(), c.s())``: each step's result becomes the next one's first
+    argument. Steps may be any canvas; a group followed by a step becomes a chord."""
+
+    kind = "chain"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
@@ -385,30 +394,11 @@ class Chain(Signature):
 
 
 @Signature.register_type
-class Group(Signature):
+class Group(_Several):
     """``group(add.s(i, i) for i in range(10))``: run all at once; a GroupResult back.
     A group inside a group joins it, as in Celery."""
 
-    def __init__(self, *tasks: Any, app: AsyncQ | None = None, **options: Any):
-        if len(tasks) == 1 and not isinstance(tasks[0], dict):
-            tasks = tuple(tasks[0])
-        members: list[Signature] = []
-        for task in _signatures(tasks, app):
-            members += task.tasks if isinstance(task, Group) else [task]
-        super().__init__("asyncq.group", (), {"tasks": members}, options=options,
-                         subtask_type="group", app=app or (members[0]._app if members else None))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], app: AsyncQ | None = None) -> Signature:
-        return cls(*d["kwargs"]["tasks"], app=app, **(d.get("options") or {}))
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return self.kwargs["tasks"]  # type: ignore[no-any-return]
-
-    @property
-    def app(self) -> AsyncQ:
-        return self._app or (self.tasks[0].app if self.tasks else current_app())
+    kind = "group"
 
     def __call__(self, *args: Any, **options: Any) -> Any:
         """``group(...)(2, countdown=1)``: extra args for every task, and options."""

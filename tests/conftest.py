@@ -73,6 +73,16 @@ def fapp(redis_url):
     featureapp.app.reset_connection()
 
 
+@pytest.fixture
+def capp(redis_url):
+    """The canvas app (tests/canvasapp.py), connected afresh to the test redis-server."""
+    from tests import canvasapp
+
+    canvasapp.app.reset_connection()
+    yield canvasapp.app
+    canvasapp.app.reset_connection()
+
+
 class Process:
     """A child process whose merged output is read line by line, so tests wait on events."""
 
@@ -295,6 +305,23 @@ def wait_for_state(result: Any, state: str, timeout: float = 10.0) -> None:
         return seen[-1] == state
 
     wait_until(reached, f"task {result.id} in state {state} (last state {seen[-1:]})", timeout)
+
+
+def wait_for_states(results: list, expected: list[str], timeout: float = 10.0) -> None:
+    """Wait until ``results`` are in the states ``expected`` (in order); fails naming the
+    states last seen. (A .get() may raise as soon as an earlier step ended, as Celery's
+    does, a moment before the rest is marked.)"""
+    seen: list[list[str]] = []
+
+    def reached() -> bool:
+        seen.append([result.state for result in results])
+        return seen[-1] == expected
+
+    try:
+        wait_until(reached, f"states {expected}", timeout)
+    except AssertionError:
+        raise AssertionError(f"states {expected} not reached within {timeout}s; "
+                             f"last seen {seen[-1]}") from None
 
 
 def wait_for_progress_pid(result: Any, other_than: int | None = None,

@@ -35,20 +35,10 @@ from tests.canvasapp import (
     where,
     xsum,
 )
-from tests.conftest import QUEUE, asyncq_keys, queue_key, wait_until
+from tests.conftest import QUEUE, asyncq_keys, queue_key, wait_for_states, wait_until
 
 APP = "tests.canvasapp"
 T = 15  # seconds any one wait on a result may take
-
-
-@pytest.fixture
-def capp(redis_url):
-    """The canvas app, connected afresh to the test redis-server."""
-    from tests import canvasapp
-
-    canvasapp.app.reset_connection()
-    yield canvasapp.app
-    canvasapp.app.reset_connection()
 
 
 @pytest.fixture
@@ -79,23 +69,6 @@ def errback_calls(client) -> list[dict]:
 def wait_for_errbacks(client, count: int, timeout: float = 10.0) -> list[dict]:
     return wait_until(lambda: len(calls := errback_calls(client)) >= count and calls,
                       f"{count} errback call(s) recorded in {ERRBACKS}", timeout)
-
-
-def wait_for_states(results: list, expected: list[str], timeout: float = 10.0) -> None:
-    """Wait until ``results`` are in the states ``expected`` (in order); fails naming the
-    states last seen. (A .get() may raise as soon as an earlier step failed, as Celery's
-    does, before the rest is marked.)"""
-    seen: list[list[str]] = []
-
-    def reached() -> bool:
-        seen.append([result.state for result in results])
-        return seen[-1] == expected
-
-    try:
-        wait_until(reached, f"states {expected}", timeout)
-    except AssertionError:
-        raise AssertionError(f"states {expected} not reached within {timeout}s; "
-                             f"last seen {seen[-1]}") from None
 
 
 def chain_nodes(result) -> list:

@@ -30,15 +30,6 @@ T = 15
 
 
 @pytest.fixture
-def capp(redis_url):
-    from tests import canvasapp
-
-    canvasapp.app.reset_connection()
-    yield canvasapp.app
-    canvasapp.app.reset_connection()
-
-
-@pytest.fixture
 def worker(capp, start_worker):
     def start(*extra: str, concurrency: int = 2):
         return start_worker(*extra, app=APP, concurrency=concurrency)

@@ -24,15 +24,6 @@ from tests.conftest import queue_key, read_record
 APP = "tests.canvasapp"
 
 
-@pytest.fixture
-def capp(redis_url):
-    from tests import canvasapp
-
-    canvasapp.app.reset_connection()
-    yield canvasapp.app
-    canvasapp.app.reset_connection()
-
-
 def finish_then_die(app, client, inflight: str) -> list[str]:
     """Take every queued message into ``inflight`` and run, for each, the record part
     of a SUCCESS finish (state and follow-up plan), as a child does before its

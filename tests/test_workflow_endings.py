@@ -49,6 +49,7 @@ from tests.conftest import (
     kill_worker_host,
     scheduled_key,
     wait_for_progress_pid,
+    wait_for_states,
     wait_until,
 )
 
@@ -59,19 +60,9 @@ LAPSE = 3.0  # tests.canvasapp's worker_lost_after
 
 
 @pytest.fixture
-def capp(redis_url):
-    """The canvas app, connected afresh to the test redis-server."""
-    from tests import canvasapp
-
-    canvasapp.app.reset_connection()
-    assert canvasapp.app.conf.task_redelivery_limit == LIMIT
-    yield canvasapp.app
-    canvasapp.app.reset_connection()
-
-
-@pytest.fixture
 def worker(capp, start_worker):
     """Start a worker of the canvas app (one child unless told otherwise)."""
+    assert capp.conf.task_redelivery_limit == LIMIT
 
     def start(*extra: str, concurrency: int = 1, **options):
         return start_worker(*extra, app=APP, concurrency=concurrency, **options)
@@ -109,23 +100,6 @@ def only_errback(client, task_id: str) -> None:
     calls = wait_for_errbacks(client, 1)
     assert mark.delay("sentinel", key("sentinel")).get(timeout=T) == "sentinel"
     assert errback_calls(client) == calls == [{"style": "old", "id": task_id}]
-
-
-def wait_for_states(results: list, expected: list[str], timeout: float = 10.0) -> None:
-    """Wait until ``results`` are in the states ``expected`` (in order); fails naming the
-    states last seen. (A .get() may raise as soon as an earlier step ended, as Celery's
-    does, a moment before the rest is marked.)"""
-    seen: list[list[str]] = []
-
-    def reached() -> bool:
-        seen.append([result.state for result in results])
-        return seen[-1] == expected
-
-    try:
-        wait_until(reached, f"states {expected}", timeout)
-    except AssertionError:
-        raise AssertionError(f"states {expected} not reached within {timeout}s; "
-                             f"last seen {seen[-1]}") from None
 
 
 def received(worker_process, task_name: str, task_id: str) -> int:

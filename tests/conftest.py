@@ -307,6 +307,15 @@ def wait_for_state(result: Any, state: str, timeout: float = 10.0) -> None:
     wait_until(reached, f"task {result.id} in state {state} (last state {seen[-1:]})", timeout)
 
 
+def chain_nodes(result) -> list:
+    """A chain's results from the last step back to the first, following .parent."""
+    nodes = []
+    while result is not None:
+        nodes.append(result)
+        result = result.parent
+    return nodes
+
+
 def wait_for_states(results: list, expected: list[str], timeout: float = 10.0) -> None:
     """Wait until ``results`` are in the states ``expected`` (in order); fails naming the
     states last seen. (A .get() may raise as soon as an earlier step ended, as Celery's

@@ -35,7 +35,14 @@ from tests.canvasapp import (
     where,
     xsum,
 )
-from tests.conftest import QUEUE, asyncq_keys, queue_key, wait_for_states, wait_until
+from tests.conftest import (
+    QUEUE,
+    asyncq_keys,
+    chain_nodes,
+    queue_key,
+    wait_for_states,
+    wait_until,
+)
 
 APP = "tests.canvasapp"
 T = 15  # seconds any one wait on a result may take
@@ -69,15 +76,6 @@ def errback_calls(client) -> list[dict]:
 def wait_for_errbacks(client, count: int, timeout: float = 10.0) -> list[dict]:
     return wait_until(lambda: len(calls := errback_calls(client)) >= count and calls,
                       f"{count} errback call(s) recorded in {ERRBACKS}", timeout)
-
-
-def chain_nodes(result) -> list:
-    """A chain's results from the last step back to the first, following .parent."""
-    nodes = []
-    while result is not None:
-        nodes.append(result)
-        result = result.parent
-    return nodes
 
 
 # -- signatures are values: dicts, JSON, and the Signature API -------------------------

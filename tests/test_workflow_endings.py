@@ -45,6 +45,7 @@ from tests.canvasapp import (
 from tests.conftest import (
     DEAD_LETTERS,
     QUEUE,
+    chain_nodes,
     is_gone,
     kill_worker_host,
     scheduled_key,
@@ -73,15 +74,6 @@ def worker(capp, start_worker):
 def key(name: str) -> str:
     """A fresh Redis key for one test's traces."""
     return f"test:{name}:{uuid.uuid4().hex}"
-
-
-def chain_nodes(result) -> list:
-    """A chain's results from the last step back to the first, following .parent."""
-    nodes = []
-    while result is not None:
-        nodes.append(result)
-        result = result.parent
-    return nodes
 
 
 def errback_calls(client) -> list[dict]:

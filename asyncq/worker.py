@@ -219,24 +219,22 @@ class Child:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the supervisor
         signal.signal(signal.SIGTERM, self.on_sigterm)
         signal.signal(signal.SIGALRM, self.on_soft_time_limit)
-        parent = os.getppid()
-        die_with_parent(parent)
+        die_with_parent(os.getppid())
         self.app.reset_connection()  # a connection of our own, not the parent's
         threading.Thread(target=self.watch_for_a_freeze, daemon=True).start()
         signals.worker_process_init.send(sender=None)
         try:
-            self.loop(parent)
+            self.loop()
         finally:
             self.notes.flush()
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
 
-    def loop(self, parent: int) -> None:
+    def loop(self) -> None:
+        """Batches until told to stop (a child whose supervisor dies is killed with it:
+        ``die_with_parent``)."""
         done = 0
         with suppress(_Stop):
             while not self.stopping and not self.had_enough(done):
-                if os.getppid() != parent:
-                    log.error("supervisor gone: this child stops taking work")
-                    return
                 batch = self.fetch()
                 for index, raw in enumerate(batch):
                     if (self.stopping or self.had_enough(done)) and not self.started_ahead(raw):

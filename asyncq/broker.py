@@ -61,7 +61,7 @@ from typing import Any, NamedTuple, cast
 import redis
 from redis.cluster import RedisCluster
 
-from asyncq import states, workflow
+from asyncq import damage, states, workflow
 from asyncq.connection import RedisClient, eviction_risk, is_refusal
 from asyncq.events import Events
 from asyncq.exceptions import EvictingRedis, exception_type_name
@@ -389,10 +389,11 @@ class Broker:
 
     def _skip_damaged(self, queue: str, exc: redis.ResponseError) -> None:
         """A queue whose keys Redis refuses to read as lists (WRONGTYPE: not written by
-        asyncq) is left alone for a while, with one log line; the others go on."""
+        asyncq) is left alone for a while, logged once (``damage.skip``, as every reader
+        of damaged data); the others go on."""
         if is_refusal(exc):
             raise exc  # full or busy: not the queue's fault
-        log.error("queue %r is damaged (%s): not consumed until it is repaired", queue, exc)
+        damage.skip(self.keys.queue(queue), "", f"not consumed until repaired: {exc}")
         self._damaged.add(queue)
         self._damaged_since = time.monotonic()
 

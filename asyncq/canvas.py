@@ -254,11 +254,6 @@ class Signature(dict[str, Any]):
             body["expires"] = check_ahead(as_timestamp(self.app.aware(expires)), "expires")
         return body
 
-    def due(self) -> float | None:
-        """When it is to run, from ``countdown`` or ``eta`` (None: at once)."""
-        delay = self.delay_option()
-        return time.time() + delay["in"] if "in" in delay else delay.get("at")
-
     def delay_option(self) -> dict[str, float]:
         """``countdown`` or ``eta`` as a canvas step keeps them until it is queued; at
         most ``MAX_DELAY`` (10 years) ahead, as for ``apply_async``."""
@@ -629,12 +624,17 @@ class Node:
     err: list[dict[str, Any]] = field(default_factory=list)
     chord_body: bool = False
     in_chords: list[str] = field(default_factory=list)  # the bodies of chords it heads
-    due: float | None = None  # when it is queued with the canvas: run it then
-    delay: dict[str, float] = field(default_factory=dict)  # when a step before queues it
+    delay: dict[str, float] = field(default_factory=dict)  # its countdown ("in") or eta ("at")
 
     @property
     def id(self) -> str:
         return str(self.body["id"])
+
+    @property
+    def due(self) -> float | None:
+        """When it runs if queued now, with the canvas (None: at once)."""
+        delay = self.delay
+        return time.time() + delay["in"] if "in" in delay else delay.get("at")
 
     def then(self) -> dict[str, Any]:
         then: dict[str, Any] = {"ok": self.ok, "next": self.next, "err": self.err}
@@ -725,7 +725,7 @@ class Workflow:
 
     def task(self, sig: Signature, after: After) -> Built:
         node = Node(sig.message_body(sig.options.get("task_id") or new_task_id()),
-                    list(after.ok), list(after.next), due=sig.due(), delay=sig.delay_option())
+                    list(after.ok), list(after.next), delay=sig.delay_option())
         self.nodes.append(node)
         children = []
         for link in _listed(sig.options.get("link")):

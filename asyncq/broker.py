@@ -94,6 +94,18 @@ class Submission(NamedTuple):
     due: float | None = None
 
 
+class Ending(NamedTuple):
+    """A task's end for ``finish_many``: its message, the child's in-flight list it is
+    held in, its final fields, whether the result is kept, and what follows it in
+    its canvas (None: read it from the record)."""
+
+    message: Message
+    inflight: str
+    fields: Mapping[str, str]
+    keep_result: bool
+    then: str | None
+
+
 class LeftoversHeld(Exception):
     """The child's in-flight list holds messages between batches: an answer lost on
     the way (a BLMOVE retried by the client, an ack lost in a failover). The child
@@ -127,6 +139,13 @@ def final_notice(fields: Mapping[str, str]) -> str:
             and len(result) <= NOTICE_MAX_RESULT:
         return SUCCESS_NOTICE.decode() + result
     return "final"
+
+
+def _script_text(value: Any) -> str:
+    """A plan's commands are JSON: a script's text (bytes, see scripts.py) goes as text."""
+    if isinstance(value, bytes):
+        return value.decode()
+    raise TypeError(f"{type(value).__name__} in a follow-up plan")
 
 
 def _parse_plan(plan: str) -> tuple[list[list[Command]], Command]:
@@ -344,7 +363,8 @@ class Broker:
     _fetch = Script.load("fetch")
 
     def fetch(self, queues: list[str], worker_id: str, slot: int, timeout: float,
-              prefetch: int = 1, share: int = 1) -> tuple[str, list[bytes]]:
+              prefetch: int = 1, share: int = 1, idle: Callable[[], None] | None = None
+              ) -> tuple[str, list[bytes]]:
         """Move up to ``prefetch`` messages of one queue into the child's in-flight list
         for that queue; returns that list's key and the messages, in the order to
         run them. The first queue that has messages gives them all, highest
@@ -354,7 +374,8 @@ class Broker:
         on an in-flight list, so a crash here loses nothing (taken but not started,
         it goes back to its queue). ``share``, the number of children of the worker,
         keeps one child from taking more than its part of a short queue. When every
-        list is empty, block (BLMOVE) on the first queue's own list for up to ``timeout``.
+        list is empty, call ``idle`` (a child sends its task events), then block
+        (BLMOVE) on the first queue's own list for up to ``timeout``.
         """
         if self._damaged and time.monotonic() - self._damaged_since > 5:
             self._damaged.clear()  # look at them again: repaired meanwhile?
@@ -375,6 +396,8 @@ class Broker:
             time.sleep(timeout)  # every queue damaged: look again later
             self._damaged.clear()
             return "", []
+        if idle is not None:
+            idle()
         inflight = self.keys.inflight(usable[0], worker_id, slot)
         # BLMOVE takes a timeout in seconds as a float (Redis 6+); redis-py's hint says
         # int, but it sends the value as is. Rounding would change its meaning (0 blocks
@@ -430,6 +453,11 @@ class Broker:
             [worker_id, now(), self.record_ttl, int(acks_late),
              states.STARTED if track_started else "", message.call() if extended else "",
              inflight])
+
+    def start_many(self, starts: Sequence[Command]) -> list[Any]:
+        """Several ``start_command`` calls in one round trip (a child's batch); their
+        answers, for ``started``."""
+        return self._in_stages(starts)
 
     def started(self, message: Message, inflight: str, answer: Any) -> tuple[str | None, str]:
         """What ``start``'s script answered, as ``start`` returns it."""
@@ -551,7 +579,7 @@ class Broker:
         record = self.keys.task(task_id)
         clear = ("HDEL", record, "after") if keep_result else \
             self._drop_record.command([record], [run])
-        return json.dumps([list(after), clear])
+        return json.dumps([list(after), clear], default=_script_text)
 
     def finish(self, message: Message, inflight: str, fields: Mapping[str, str],
                keep_result: bool = True, then: str | None = None) -> bool:
@@ -590,6 +618,37 @@ class Broker:
             return True, next_answer
         self.note_late_run(message.id, fields, inflight, text(other) or text(finished))
         return False, next_answer
+
+    def finish_many(self, ends: Sequence[Ending]) -> list[bool]:
+        """``finish`` for several tasks in one round trip (a child's held ends): all
+        their stores, then all their acknowledgements; whether each stored."""
+        stores: list[Command] = []
+        acks: list[Command] = []
+        planned: list[bool] = []
+        for end in ends:
+            message, record = end.message, self.keys.task(end.message.id)
+            plan = self._plan(message.id, end.then, end.fields, end.keep_result, end.inflight)
+            stores.append(self._store_state(
+                message.id, end.fields, self.result_ttl if end.keep_result else
+                self.record_ttl, final_notice(end.fields), plan, owner=end.inflight))
+            planned.append(bool(plan))
+            if not plan:  # a plan's message waits for its follow-ups (_store_then_ack)
+                acks.append(("LREM", end.inflight, 1, message.raw))
+                if not end.keep_result:
+                    acks.append(self._drop_record.command([record], [end.inflight]))
+        answers = self._in_stages(stores, acks)
+        outcomes = []
+        for end, held, (stored, found, finished, other) in zip(ends, planned, answers,
+                                                                strict=False):
+            if held or text(found):
+                self._follow_up_then_ack(end.message.raw, end.inflight, text(found) or "")
+            ours = bool(stored) or (bool(finished) and
+                                    text(finished) == end.fields.get("finished_at"))
+            if not ours:
+                self.note_late_run(end.message.id, end.fields, end.inflight,
+                                   text(other) or text(finished))
+            outcomes.append(ours)
+        return outcomes
 
     _drop_record = Script.load("drop_record")
 

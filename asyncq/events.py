@@ -1,9 +1,9 @@
 """Task events and counters: what ``inspect``, ``events``, the dashboard and /metrics read.
 
 Each child notes what happens to its tasks (received, started, succeeded,
-failed, retried, revoked, ...) and writes the notes down a pipe to its
-supervisor (``NoteWriter``, microseconds a note). The supervisor sends them in
-batches, every ``EVENTS_FLUSH`` seconds, with one script, ``lua/observe.lua``: it
+failed, retried, revoked, ...) and sends its notes itself (``Notes``), in
+batches, every ``EVENTS_FLUSH`` seconds and before it waits for work, with one
+script, ``lua/observe.lua``: it
 appends the events to a Redis Stream capped in length (``XADD MAXLEN ~``) and
 adds the batch's summed counters: tasks per name and state, a runtime
 histogram per name, tasks done per worker, and tasks per state in 5-second
@@ -17,11 +17,11 @@ Celery's counterpart is its event dispatcher (``-E``) and Flower's counters.
 from __future__ import annotations
 
 import json
+import logging
 import math
-import os
-import select
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -132,64 +132,32 @@ class Events:
                                 [self.max_length, SLICE_TTL, batch.as_json()])
 
 
-class NoteWriter:
-    """A child's notes go to its supervisor over a pipe, which sends them to Redis in
-    batches: a child then spends microseconds per note, and Redis one script call
-    per batch rather than one per task. Lines under PIPE_BUF are written whole."""
+class Notes:
+    """A child's notes: kept in its own ``Events`` and sent by the child itself, at
+    most every EVENTS_FLUSH seconds and before it waits for work, in one script call
+    for all the tasks that ended meanwhile. A child that dies loses its unsent notes
+    (at most EVENTS_FLUSH seconds of them); its tasks are recovered all the same."""
 
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.held: list[dict[str, Any]] = []
+    def __init__(self, events: Events, client: Callable[[], RedisClient],
+                 log: logging.Logger):
+        self.events = events
+        self.client = client  # the child's connection, made after the fork
+        self.log = log
+        self.sent_at = time.monotonic()
 
     def note(self, kind: str, task_id: str, name: str, worker: str = "",
-             count: str | None = None, runtime: float | None = None, more: bool = False,
+             count: str | None = None, runtime: float | None = None,
              **details: Any) -> None:
-        """Write a note; ``more`` holds it to go in one line with the next (received
-        and started happen at once: one line, one read for the supervisor)."""
-        self.held.append({"kind": kind, "task_id": task_id, "name": name, "worker": worker,
-                          "count": count, "runtime": runtime, "at": time.time(),
-                          **{k: str(v) for k, v in details.items() if v is not None}})
-        if not more:
-            self.flush()
+        self.events.note(kind, task_id, name, worker, count, runtime, **details)
 
-    def flush(self) -> None:
-        """Write the notes held so far, if any, as one line."""
-        if not self.held:
+    def flush(self, now: bool = False) -> None:
+        """Send the notes if EVENTS_FLUSH seconds went by since the last send (or ``now``).
+        Events are best effort: an error is logged and the notes kept for the next try."""
+        if not self.events.notes or (
+                not now and time.monotonic() - self.sent_at < EVENTS_FLUSH):
             return
-        notes, self.held = self.held, []
-        data = (json.dumps(notes) + "\n").encode()
-        if len(data) > select.PIPE_BUF:  # keep it atomic: drop the details, keep the counts
-            data = (json.dumps([{k: n[k] for k in _CORE} for n in notes]) + "\n").encode()
-        os.write(self.fd, data)
-
-
-_CORE = ("kind", "task_id", "name", "worker", "count", "runtime", "at")
-
-
-class NoteReader:
-    """The supervisor's end of the children's pipe: whole lines become notes."""
-
-    def __init__(self, fd: int, events: Events):
-        self.fd = fd
-        self.events = events
-        self.partial = b""
-        os.set_blocking(fd, False)
-
-    def read(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.fd, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            *lines, self.partial = (self.partial + chunk).split(b"\n")
-            for line in lines:
-                self._note(line)
-
-    def _note(self, line: bytes) -> None:
+        self.sent_at = time.monotonic()
         try:
-            for values in json.loads(line):
-                self.events.note(**values)
-        except (ValueError, TypeError):  # cannot happen for lines our children wrote
-            return
+            self.events.flush(self.client())
+        except Exception as exc:
+            self.log.warning("task events not sent yet (%s): kept for the next try", exc)

@@ -119,9 +119,12 @@ def any_exists(client: RedisClient, keys: list[str]) -> bool:
 
 
 def recover_list(app: AsyncQ, inflight: str, owner: str, mode: str, error: Exception,
-                 worker_id: str) -> int:
+                 worker_id: str, ran: str | None = None) -> int:
     """Requeue or fail the messages of one in-flight list held by ``worker_id``;
-    returns how many it handled. See ``Broker.recover`` for the rules."""
+    returns how many it handled. See ``Broker.recover`` for the rules. ``ran``: the
+    id of the task its child was running ('' = none), where that is known (a child of
+    this worker); the other messages were taken or started with their batch but not
+    run, so they go back uncounted (as in a cold shutdown)."""
     broker = app.broker
     failure = failure_fields(error)
     handled = 0
@@ -139,8 +142,9 @@ def recover_list(app: AsyncQ, inflight: str, owner: str, mode: str, error: Excep
             broker.dead_letter(raw, inflight, None, None)
             log.error("garbled in-flight message set aside: %s", exc)
             continue
+        how = mode if ran is None or message.id == ran else "shutdown"
         try:
-            outcome = broker.recover(message, inflight, owner, mode,
+            outcome = broker.recover(message, inflight, owner, how,
                                      app.conf.task_redelivery_limit, failure)
         except ResponseError as exc:  # its record is damaged (WRONGTYPE, a bad field)
             if is_refusal(exc):
@@ -253,11 +257,12 @@ class Recovery:
         for inflight in dict.fromkeys(held):
             recover_list(self.app, inflight, inflight, "lost", error, self.worker_id)
 
-    def dead_child(self, slot: int, mode: str, error: Exception) -> None:
-        """What the child in ``slot`` held, one in-flight list per queue."""
+    def dead_child(self, slot: int, mode: str, error: Exception, ran: str = "") -> None:
+        """What the child in ``slot`` held, one in-flight list per queue; ``ran``: the
+        task it was running ('' = none)."""
         for queue in self.registration.queues:
             inflight = self.app.keys.inflight(queue, self.worker_id, slot)
-            recover_list(self.app, inflight, inflight, mode, error, self.worker_id)
+            recover_list(self.app, inflight, inflight, mode, error, self.worker_id, ran)
 
     def dead_workers(self, connected_since: float | None) -> None:
         """Recover the work of workers whose heartbeat has lapsed (a host died).

@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from asyncq import signals, states
-from asyncq.broker import ELSEWHERE, LeftoversHeld, failure_fields, now
+from asyncq.broker import ELSEWHERE, Ending, LeftoversHeld, failure_fields, now
 from asyncq.canvas import takes_request
-from asyncq.events import EVENTS_FLUSH, NoteReader, NoteWriter
+from asyncq.events import EVENTS_FLUSH, Notes
 from asyncq.exceptions import (
     ConfigurationError,
     EncodeError,
@@ -56,6 +56,7 @@ from asyncq.exceptions import (
     exception_type_name,
     rebuild_exception,
 )
+from asyncq.held import Ended, HeldEnds
 from asyncq.message import MAX_ID_BYTES, Message, parse_json
 from asyncq.outage import GaveUp, Outage, back_off
 from asyncq.recovery import Presence, Recovery, Registration, recover_list
@@ -63,10 +64,10 @@ from asyncq.request import Request
 from asyncq.result import revoked_fields
 from asyncq.scripts import Command
 from asyncq.serialization import dumps, loads
+from asyncq.task import Task
 
 if TYPE_CHECKING:
     from asyncq.app import AsyncQ
-    from asyncq.task import Task
 
 log = logging.getLogger("asyncq.worker")
 _fork = multiprocessing.get_context("fork")
@@ -129,7 +130,6 @@ class Pool:
     max_tasks: int  # tasks per child before it is replaced; 0 = no limit
     slots: Slots
     wake_fd: int  # a byte here wakes the supervisor (a deadline set, a stop signal)
-    notes_fd: int  # the children's task events, which the supervisor sends on
 
 
 def task_traceback(exc: BaseException) -> str:
@@ -168,20 +168,23 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Following:
-    """The next message of a batch, decoded, and the start to send for it."""
+    """The next message of a batch, decoded, its task, and the start to send for it."""
 
     raw: bytes
     message: Message
+    task: Task
     start: Command
 
 
 @dataclass(frozen=True)
 class Ahead:
-    """A message started with the previous task's finish, and what its start answered."""
+    """A message started before its turn (with its batch, or with the previous task's
+    finish), and what its start answered; ``batched``: its end may be held."""
 
     raw: bytes
     message: Message
     answer: Any
+    batched: bool = False
 
 
 class Child:
@@ -197,9 +200,14 @@ class Child:
         self.then: str | None = None  # what follows the current task in its canvas
         self.fetched_at = 0.0  # when the batch being worked through was taken (monotonic)
         self.ahead: Ahead | None = None  # the next message, started with the last finish
-        self.notes = NoteWriter(pool.notes_fd)  # task events, sent on by the supervisor
+        self.notes = Notes(app.broker.events, lambda: self.app.broker.client, log)
         self.outage = Outage(log)
+        conf = app.conf
+        self.held = HeldEnds(lambda ends: self.outage.run(
+            lambda: self.app.broker.finish_many(ends)),
+            conf.worker_prefetch_multiplier, conf.worker_result_hold)
         self.busy = False
+        self.armed_soft = self.armed_hard = False  # time limits set for the running task
         self.running = ""  # the id of the task this child runs now
         self.stopping = False
 
@@ -222,11 +230,14 @@ class Child:
         die_with_parent(os.getppid())
         self.app.reset_connection()  # a connection of our own, not the parent's
         threading.Thread(target=self.watch_for_a_freeze, daemon=True).start()
+        threading.Thread(target=self.held.watch, daemon=True).start()
         signals.worker_process_init.send(sender=None)
+        self.notes.events = self.app.broker.events  # this process's own, after the fork
         try:
             self.loop()
         finally:
-            self.notes.flush()
+            self.send_held_ends()
+            self.notes.flush(now=True)
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
 
     def loop(self) -> None:
@@ -236,16 +247,19 @@ class Child:
         with suppress(_Stop):
             while not self.stopping and not self.had_enough(done):
                 batch = self.fetch()
+                self.busy = True  # a stop request waits for the end of this batch's task
+                aheads = self.start_ahead(batch)
                 for index, raw in enumerate(batch):
                     if (self.stopping or self.had_enough(done)) and not self.started_ahead(raw):
-                        break  # the rest of the batch goes back to the queue on exit
-                    self.busy = True
-                    more = index + 1 < len(batch) and not self.stopping and \
-                        not self.had_enough(done + 1)
-                    self.handle_contained(raw, batch[index + 1] if more else None)
+                        break  # the rest goes back to the queue when this child exits
+                    more = index + 1 < len(batch) and aheads[index + 1] is None and \
+                        not self.stopping and not self.had_enough(done + 1)
+                    self.handle_contained(raw, aheads[index],
+                                          batch[index + 1] if more else None)
                     done += 1
-                    self.busy = self.ahead is not None  # a started task is as good as running
                 self.ahead = None
+                self.send_held_ends()
+                self.busy = False
 
     def watch_for_a_freeze(self) -> None:
         """A thread: after this process was stopped (SIGSTOP, a paused VM) long enough
@@ -273,13 +287,14 @@ class Child:
     def started_ahead(self, raw: bytes) -> bool:
         return self.ahead is not None and self.ahead.raw is raw
 
-    def handle_contained(self, raw: bytes, upcoming: bytes | None = None) -> None:
+    def handle_contained(self, raw: bytes, ahead: Ahead | None = None,
+                         upcoming: bytes | None = None) -> None:
         """``handle``, where a Redis error that waiting will not end (a damaged record:
         WRONGTYPE, a field no asyncq wrote) costs that one message, set aside as a dead
         letter, never the child: other tasks go on. (Outages and refusals, such as a
         full Redis, are waited out inside.)"""
         try:
-            self.handle(raw, upcoming)
+            self.handle(raw, ahead, upcoming)
         except redis.ResponseError as exc:
             self.running = ""
             self.pool.slots.show_running(self.slot, "")
@@ -296,13 +311,15 @@ class Child:
 
     def fetch(self) -> list[bytes]:
         """Take the next messages (up to worker_prefetch_multiplier) of one queue."""
-        self.notes.flush()  # the last task's end, before this may block
+        self.send_held_ends()
+        self.notes.flush()  # if due
         self.queues.append(self.queues.pop(0))
         conf = self.app.conf
         try:
             self.inflight, taken = self.outage.run(lambda: self.app.broker.fetch(
                 self.queues, self.worker_id, self.slot, conf.worker_fetch_timeout,
-                conf.worker_prefetch_multiplier, self.pool.slots.count), pause=back_off)
+                conf.worker_prefetch_multiplier, self.pool.slots.count,
+                idle=lambda: self.notes.flush(now=True)), pause=back_off)
             self.fetched_at = time.monotonic()
         except LeftoversHeld as held:
             self.reclaim(held.inflight)
@@ -320,10 +337,14 @@ class Child:
         self.outage.run(lambda: recover_list(self.app, inflight, inflight, "lost", error,
                                              self.worker_id))
 
-    def handle(self, raw: bytes, upcoming: bytes | None = None) -> None:
-        """One message: start the task, run it, store its outcome and acknowledge (and
-        start the ``upcoming`` message in the same round trip, when it can be)."""
-        ahead, self.ahead = (self.ahead if self.started_ahead(raw) else None), None
+    def handle(self, raw: bytes, ahead: Ahead | None = None,
+               upcoming: bytes | None = None) -> None:
+        """One message: start the task (``ahead``: it was, with its batch), run it,
+        store its outcome and acknowledge (and start the ``upcoming`` message in the
+        same round trip, when it can be)."""
+        if ahead is None and self.started_ahead(raw):
+            ahead = self.ahead
+        self.ahead = None
         try:
             message = ahead.message if ahead else Message.decode(raw)
             task = self.app.registered(message.task)
@@ -356,7 +377,8 @@ class Child:
         self.pool.slots.show_running(self.slot, "")
         failed = outcome.fields.get("status") == states.FAILURE
         self.end(message, outcome, keep_result=not task.ignore_result or
-                 (failed and task.store_errors_even_if_ignored), upcoming=upcoming)
+                 (failed and task.store_errors_even_if_ignored), upcoming=upcoming,
+                 hold=bool(ahead and ahead.batched and self.held.limit) and not hooked(task))
         self.call_hooks(task, request, outcome)
 
     def throttled(self, task: Task, message: Message) -> bool:
@@ -399,10 +421,10 @@ class Child:
         longer ours, its task already has a final state (a duplicate) or another
         child runs it (this copy then waits in the scheduled set). ``ahead``: it was
         started already, with the previous task's finish."""
-        if ahead is None and not self.still_held(message):
+        if not self.still_held(message, ahead):
             return False
         self.notes.note("received", message.id, task.name, self.worker_id,
-                        retries=message.retries, more=task.track_started)
+                        retries=message.retries)
         if task.track_started:
             self.notes.note("started", message.id, task.name, self.worker_id)
         broker = self.app.broker
@@ -427,13 +449,16 @@ class Child:
         log.info("Task %s[%s] received", task.name, message.id)
         return True
 
-    def still_held(self, message: Message) -> bool:
+    def still_held(self, message: Message, ahead: Ahead | None = None) -> bool:
         """Fencing: a message taken a while ago may have been recovered away from this
         worker (frozen, or cut off, long enough to be presumed dead); it is then
-        another worker's to run. A fresh batch needs no check."""
+        another worker's to run. A fresh batch needs no check; a task started with its
+        batch must still be this run's."""
         if time.monotonic() - self.fetched_at < self.app.conf.worker_heartbeat_interval:
             return True
-        if self.outage.run(lambda: self.app.broker.holds(message, self.inflight)):
+        broker = self.app.broker
+        if self.outage.run(lambda: broker.owns(message.id, self.inflight) if ahead
+                           else broker.holds(message, self.inflight)):
             return True
         log.warning("Task %s[%s] is no longer held by this worker (recovered while it was "
                     "away): not run here", message.task, message.id)
@@ -535,10 +560,11 @@ class Child:
         task.after_run(request, state, outcome.value, outcome.einfo)
 
     def end(self, message: Message, outcome: Outcome, keep_result: bool,
-            upcoming: bytes | None = None) -> None:
+            upcoming: bytes | None = None, hold: bool = False) -> None:
         """Store the task's new state, then acknowledge its message (the broker does
         both, in that order); note it, if this stored it. The ``upcoming`` message is
-        started in the same round trip when it can be (see ``ahead_of``)."""
+        started in the same round trip when it can be (see ``ahead_of``). With
+        ``hold``, a final state waits to go with others (``HeldEnds``)."""
         broker, fields = self.app.broker, outcome.fields
         retry_at, runtime = outcome.retry_at, outcome.runtime
         if outcome.disposal != "store":
@@ -551,6 +577,10 @@ class Child:
             if runtime is not None:
                 fields.setdefault("runtime", f"{runtime:.6f}")  # a failure's too
                 runtime = float(fields["runtime"])  # the event says what the record says
+            if hold:
+                ending = Ending(message, self.inflight, fields, keep_result, self.then)
+                self.report_ends(self.held.add(ending, runtime))
+                return
             following = self.ahead_of(upcoming)
             stored, answer = self.outage.run(lambda: broker.finish_and_start(
                 message, self.inflight, fields, keep_result, self.then,
@@ -559,6 +589,53 @@ class Child:
                 self.ahead = Ahead(following.raw, following.message, answer)
         if stored:
             self.note_end(message, fields, runtime)
+
+    def start_ahead(self, batch: list[bytes]) -> list[Ahead | None]:
+        """Start every message of a fresh batch whose task is acks-late, in one round
+        trip: a quick task then costs no round trip of its own to start. (If the child
+        dies, those not run yet go back to their queue, uncounted: see
+        ``Recovery.dead_child``.)"""
+        aheads: list[Ahead | None] = [None] * len(batch)
+        picked = [(index, following) for index, following in
+                  enumerate(self.ahead_of(raw) for raw in batch)
+                  if following and following.task.acks_late]
+        if not picked:
+            return aheads
+        answers = self.outage.run(lambda: self.app.broker.start_many(
+            [following.start for _, following in picked]))
+        for (index, following), answer in zip(picked, answers, strict=True):
+            aheads[index] = Ahead(following.raw, following.message, answer, batched=True)
+        return aheads
+
+    def send_held_ends(self) -> None:
+        """Send the held ends now; one that Redis refuses for good (a damaged record)
+        is ended on its own, so that it costs only its own message."""
+        try:
+            self.report_ends(self.held.flush())
+        except redis.ResponseError:
+            for ending, runtime in self.held.take_held():
+                self.end_alone(ending, runtime)
+
+    def end_alone(self, ending: Ending, runtime: float | None) -> None:
+        broker, message = self.app.broker, ending.message
+        try:
+            stored = self.outage.run(lambda: broker.finish(
+                message, ending.inflight, ending.fields, ending.keep_result, ending.then))
+        except redis.ResponseError as exc:
+            log.error("Task %s[%s]: Redis refused its end (%s): its message is set aside as "
+                      "a dead letter", message.task, message.id, exc)
+            with suppress(redis.ResponseError):
+                self.outage.run(lambda: broker.dead_letter(message.raw, ending.inflight,
+                                                           None, None))
+            return
+        if stored:
+            self.note_end(message, dict(ending.fields), runtime)
+
+    def report_ends(self, ended: list[Ended]) -> None:
+        """Events for the held ends that were sent and stored."""
+        for end, runtime, stored in ended:
+            if stored:
+                self.note_end(end.message, dict(end.fields), runtime)
 
     def ahead_of(self, raw: bytes | None) -> Following | None:
         """The start of the next message of the batch, to send with this finish: one
@@ -578,7 +655,7 @@ class Child:
         start = self.app.broker.start_command(message, self.inflight, self.worker_id,
                                               task.acks_late, task.track_started,
                                               conf.result_extended)
-        return Following(raw, message, start)
+        return Following(raw, message, task, start)
 
     def dispose(self, message: Message, outcome: Outcome) -> None:
         """Ignore: acknowledge only. Reject: REJECTED, and the message kept as a dead
@@ -615,8 +692,7 @@ class Child:
         self.notes.note(
             kind, message.id, message.task, self.worker_id, count=status, runtime=runtime,
             result=_shorten(fields["result"]) if "result" in fields else None,
-            exception=_shorten(error) if error else None, eta=fields.get("eta"),
-            more=True)  # goes with the next task's first note, or before the next fetch
+            exception=_shorten(error) if error else None, eta=fields.get("eta"))
 
     def retry_fields(self, task: Task, message: Message, reason: BaseException,
                      eta: float) -> dict[str, str]:
@@ -631,14 +707,32 @@ class Child:
         """The soft limit is a timer here; the hard one a deadline the supervisor watches."""
         if task.soft_time_limit:
             signal.setitimer(signal.ITIMER_REAL, task.soft_time_limit)
+            self.armed_soft = True
         if task.time_limit:
             self.pool.slots.set_deadline(self.slot, time.monotonic() + task.time_limit)
+            self.armed_hard = True
             with suppress(BlockingIOError):
                 os.write(self.pool.wake_fd, b"t")  # so the supervisor sleeps no longer than this
 
     def disarm_time_limits(self) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        self.pool.slots.set_deadline(self.slot, 0.0)
+        """(Only what was armed: a task without limits costs no system call here.)"""
+        if self.armed_soft:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.armed_soft = False
+        if self.armed_hard:
+            self.pool.slots.set_deadline(self.slot, 0.0)
+            self.armed_hard = False
+
+
+def hooked(task: Task) -> bool:
+    """Whether something runs after the task that may look at its stored state: its
+    own hooks, or receivers of the signals sent after a run (its end is then sent
+    before them, not held)."""
+    kind = type(task)
+    return bool(signals.task_success.receivers or signals.task_failure.receivers or
+                signals.task_postrun.receivers or signals.task_retry.receivers) or any(
+        getattr(kind, hook) is not getattr(Task, hook)
+        for hook in ("on_success", "on_failure", "after_return"))
 
 
 _told: dict[str, float] = {}  # the supervisor's contained errors, by text: when last logged
@@ -716,19 +810,15 @@ class Supervisor:
         self.queues = options.queues or [app.conf.task_default_queue]
         self.worker_id = options.hostname or f"asyncq@{socket.gethostname()}:{os.getpid()}"
         self._wake_read, wake_write = os.pipe()
-        # Children write their task events here; the supervisor sends them in batches.
-        notes_read, notes_write = os.pipe()
-        self.notes = NoteReader(notes_read, app.broker.events)
         self.pool = Pool(self.worker_id, self.queues,
                          options.max_tasks_per_child or app.conf.worker_max_tasks_per_child,
-                         Slots(self.concurrency), wake_write, notes_write)
+                         Slots(self.concurrency), wake_write)
         self.children: dict[int, BaseProcess] = {}
         # One selector for the loop's whole life (a fresh one per wake-up, as
         # multiprocessing's wait() makes, costs more than the wake-up's own work):
-        # the children's exits (data: their slot), the wake-up pipe and the notes.
+        # the children's exits (data: their slot) and the wake-up pipe.
         self.selector = selectors.DefaultSelector()
         self.selector.register(self._wake_read, selectors.EVENT_READ, None)
-        self.selector.register(self.notes.fd, selectors.EVENT_READ, None)
         self.outage = Outage(log)
         registration = Registration(self.concurrency, self.queues)
         self.presence = Presence(app, self.worker_id, registration, self.outage)
@@ -788,8 +878,6 @@ class Supervisor:
                      for key, _ in self.selector.select(timeout=self.pause(next_beat))}
             if self._wake_read in ready and b"d" in os.read(self._wake_read, 64):
                 contained(self.queue_due_messages)  # a child set a message aside for later
-            if self.notes.fd in ready:
-                self.notes.read()
             self.send_events()
             self.apply_stop_requests()
             self.watchdog.enforce_time_limits()
@@ -865,7 +953,8 @@ class Supervisor:
         elif process.exitcode != 0:
             log.error("child %d (pid %d) died: %s", slot, process.pid, how)
         try:
-            self.outage.run(lambda: self.recovery.dead_child(slot, mode, error),
+            ran = self.pool.slots.running(slot)
+            self.outage.run(lambda: self.recovery.dead_child(slot, mode, error, ran),
                             pause=self.wait_unless_stopped(2))
         except GaveUp:
             return
@@ -896,7 +985,6 @@ class Supervisor:
                     os.kill(process.pid, signum)
 
     def say_goodbye(self) -> None:
-        self.notes.read()  # what the children wrote before they exited
         self.send_events(now=True)
         self.outage.once(self.presence.leave)
         log.info("%s stopped.", self.worker_id)

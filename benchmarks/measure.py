@@ -195,6 +195,16 @@ def enqueue_rate(system: str, url: str, n: int, batched: bool) -> float:
     return n / (time.perf_counter() - started)
 
 
+def round_trip_floor(url: str, n: int) -> float:
+    """One redis-py client's round trips per second, one LPUSH each: what enqueueing
+    one by one (one round trip a task) could reach at best."""
+    client = flush(url)
+    started = time.perf_counter()
+    for index in range(n):
+        client.lpush("floor:queue", index)
+    return n / (time.perf_counter() - started)
+
+
 def drain(system: str, url: str, n: int, task: str, concurrency: int,
           prefetch: int | None = None) -> dict[str, Any]:
     """N tasks already queued, then a worker starts: throughput from the first final

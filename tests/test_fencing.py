@@ -120,10 +120,14 @@ def test_a_prefetched_message_recovered_away_is_not_started_by_its_old_holder(
     inflight = inflight_of(fence, worker_id(worker))
     wait_until(lambda: client.llen(inflight) == 2, "both messages held by the child")
 
-    # when the second message is taken back to its queue meanwhile (as recovery does for
-    # a worker presumed dead), and another worker runs it
+    # when the second message is taken back to a queue meanwhile, its record back to
+    # PENDING (as recovery does for a worker presumed dead: the child started it with its
+    # batch), and another worker runs it
     raw = next(m for m in client.lrange(inflight, 0, -1) if second.id.encode() in m)
     assert client.lrem(inflight, 1, raw) == 1
+    record = fence.app.keys.task(second.id)
+    client.hset(record, "status", "PENDING")
+    client.hdel(record, "started_at", "owner")
     client.lpush(queue_key("elsewhere"), raw)
     other = start_worker("--queues=elsewhere", "--hostname=other@test", app=APP)
     assert isinstance(second.get(timeout=15), int)

@@ -2,6 +2,7 @@
 -- child's in-flight list for it. A child takes no more than its fair share of
 -- what waits in a list, so a shallow queue is spread over the children rather
 -- than hoarded by one; one EXISTS skips the priority lists when all are empty.
+-- A list gives its part in two commands (RPOP with a count, LPUSH), not one per message.
 -- KEYS[1]      the child's in-flight list for this queue
 -- KEYS[2..10]  the queue's lists for priorities 9 down to 1
 -- KEYS[11]     the queue's own list (priority 0)
@@ -16,12 +17,11 @@ local want, share, taken = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
 local function take_from(list)
   local waiting = redis.call('LLEN', list)
   if waiting == 0 then return end
-  local limit = math.min(want, #taken + math.max(1, math.floor(waiting / share)))
-  while #taken < limit do
-    local raw = redis.call('LMOVE', list, KEYS[1], 'RIGHT', 'LEFT')
-    if not raw then return end
-    taken[#taken + 1] = raw
-  end
+  local count = math.min(want - #taken, math.max(1, math.floor(waiting / share)))
+  if count <= 0 then return end
+  local popped = redis.call('RPOP', list, count)  -- the oldest first
+  redis.call('LPUSH', KEYS[1], unpack(popped))
+  for _, raw in ipairs(popped) do taken[#taken + 1] = raw end
 end
 if redis.call('EXISTS', unpack(KEYS, 2, 10)) > 0 then
   for i = 2, 10 do take_from(KEYS[i]) end

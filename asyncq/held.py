@@ -1,0 +1,113 @@
+"""A child's finished tasks whose final states go to Redis together.
+
+Storing a final state and acknowledging its message costs a round trip. A child
+that runs quick acks-late tasks holds their ends (``Ending``) and sends those
+of several tasks in one round trip (``Broker.finish_many``): when it has held
+as many as it prefetches, before it would wait for new messages, before a
+task's hooks that must see the state stored, and, through a small thread
+(``watch``), once the oldest has waited ``limit`` seconds while a longer task
+runs. So a result is late by at most twice ``limit`` (the thread looks every
+``limit`` seconds) plus one round trip.
+
+Only acks-late tasks are held: if the child dies first, their messages are
+still in its in-flight list and the tasks run again, as any acks-late task
+whose child died before its acknowledgement.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from typing import NamedTuple
+
+from asyncq.broker import Ending
+
+
+class Ended(NamedTuple):
+    """A held end that was sent: whether it stored the final state, and the task's
+    runtime (for its event)."""
+
+    end: Ending
+    runtime: float | None
+    stored: bool
+
+
+class HeldEnds:
+    """The held ends of one child; ``send`` is ``Broker.finish_many`` under the
+    child's outage handling."""
+
+    def __init__(self, send: Callable[[list[Ending]], list[bool]], most: int, limit: float):
+        self.send = send
+        self.most = max(1, most)
+        self.limit = limit
+        self.held: list[tuple[Ending, float | None]] = []
+        self.since = 0.0  # when the oldest held end was held (monotonic)
+        self.sent: list[Ended] = []  # sent by the thread, not yet reported
+        self.lock = threading.Lock()  # one sender at a time; the list with it
+        self.last_added = 0.0
+        self.asleep = False  # the thread waits for ``wake`` (nothing held for a while)
+        self.wake = threading.Event()
+
+    def add(self, end: Ending, runtime: float | None) -> list[Ended]:
+        """Hold an end; returns the ends sent now (the child reports them)."""
+        with self.lock:
+            self.last_added = time.monotonic()
+            if not self.held:
+                self.since = self.last_added
+            self.held.append((end, runtime))
+            full = len(self.held) >= self.most
+        if self.asleep:
+            self.wake.set()
+        return self.flush() if full else self.report()
+
+    def flush(self) -> list[Ended]:
+        """Send every held end now; returns them with the ends the thread sent."""
+        with self.lock:
+            self._send_held()
+            return self._take_sent()
+
+    def report(self) -> list[Ended]:
+        """The ends the thread sent since the last call."""
+        with self.lock:
+            return self._take_sent()
+
+    def watch(self) -> None:
+        """A thread: every ``limit`` seconds, sends held ends that waited that long (a
+        longer task runs meanwhile). After a second with nothing held it sleeps until
+        the next end is held, rather than wake for nothing."""
+        while True:
+            time.sleep(self.limit)
+            with self.lock:
+                if self.held and time.monotonic() - self.since >= self.limit:
+                    with suppress(Exception):  # the child's own flush tries again
+                        self._send_held()
+            if time.monotonic() - self.last_added > 1.0:
+                self.asleep = True  # before the look below: ``add`` then wakes it
+                with self.lock:
+                    idle = not self.held
+                if idle:
+                    self.wake.wait()
+                self.wake.clear()
+                self.asleep = False
+
+    def _send_held(self) -> None:
+        """(Under the lock.) On an error the ends stay held, for the caller to handle."""
+        if not self.held:
+            return
+        ends = self.held
+        stored = self.send([end for end, _ in ends])
+        self.held = []
+        self.sent += [Ended(end, runtime, ok) for (end, runtime), ok in
+                      zip(ends, stored, strict=True)]
+
+    def _take_sent(self) -> list[Ended]:
+        sent, self.sent = self.sent, []
+        return sent
+
+    def take_held(self) -> list[tuple[Ending, float | None]]:
+        """Give up the held ends unsent (the child ends them one by one instead)."""
+        with self.lock:
+            held, self.held = self.held, []
+            return held

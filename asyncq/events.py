@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -121,22 +122,25 @@ class Events:
             return
         batch = self.take()
         try:
-            execute(client, self._send(batch))
+            execute(client, self.command(batch))
         except BaseException:
             self.restore(batch)
             raise
 
-    def _send(self, batch: Batch) -> Command:
+    def command(self, batch: Batch) -> Command:
+        """The script call that sends ``batch``."""
         slice_key = self.keys.throughput(int(time.time()) // SLICE * SLICE)
         return _OBSERVE.command([self.keys.events(), self.keys.counters(), slice_key],
                                 [self.max_length, SLICE_TTL, batch.as_json()])
 
 
 class Notes:
-    """A child's notes: kept in its own ``Events`` and sent by the child itself, at
-    most every EVENTS_FLUSH seconds and before it waits for work, in one script call
-    for all the tasks that ended meanwhile. A child that dies loses its unsent notes
-    (at most EVENTS_FLUSH seconds of them); its tasks are recovered all the same."""
+    """A child's notes: kept in its own ``Events`` and sent by the child itself, in one
+    script call for all the tasks that ended meanwhile: before it waits for work, when
+    it exits, and, from a small thread (``watch``), every EVENTS_FLUSH seconds while
+    it works (so a long task's ``started`` shows while it runs). A child that dies
+    loses its unsent notes (at most EVENTS_FLUSH seconds of them); its tasks are
+    recovered all the same."""
 
     def __init__(self, events: Events, client: Callable[[], RedisClient],
                  log: logging.Logger):
@@ -144,20 +148,32 @@ class Notes:
         self.client = client  # the child's connection, made after the fork
         self.log = log
         self.sent_at = time.monotonic()
+        self.lock = threading.Lock()  # the child's main thread notes, ``watch`` sends too
 
     def note(self, kind: str, task_id: str, name: str, worker: str = "",
              count: str | None = None, runtime: float | None = None,
              **details: Any) -> None:
-        self.events.note(kind, task_id, name, worker, count, runtime, **details)
+        with self.lock:
+            self.events.note(kind, task_id, name, worker, count, runtime, **details)
 
     def flush(self, now: bool = False) -> None:
         """Send the notes if EVENTS_FLUSH seconds went by since the last send (or ``now``).
         Events are best effort: an error is logged and the notes kept for the next try."""
-        if not self.events.notes or (
-                not now and time.monotonic() - self.sent_at < EVENTS_FLUSH):
-            return
-        self.sent_at = time.monotonic()
+        with self.lock:
+            if not self.events.notes or (
+                    not now and time.monotonic() - self.sent_at < EVENTS_FLUSH):
+                return
+            self.sent_at = time.monotonic()
+            batch = self.events.take()
         try:
-            self.events.flush(self.client())
+            execute(self.client(), self.events.command(batch))
         except Exception as exc:
+            with self.lock:
+                self.events.restore(batch)
             self.log.warning("task events not sent yet (%s): kept for the next try", exc)
+
+    def watch(self) -> None:
+        """A thread: sends the notes every EVENTS_FLUSH seconds, whatever the child does."""
+        while True:
+            time.sleep(EVENTS_FLUSH)
+            self.flush()

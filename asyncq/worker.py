@@ -229,10 +229,11 @@ class Child:
         signal.signal(signal.SIGALRM, self.on_soft_time_limit)
         die_with_parent(os.getppid())
         self.app.reset_connection()  # a connection of our own, not the parent's
+        self.notes.events = self.app.broker.events  # this process's own, after the fork
         threading.Thread(target=self.watch_for_a_freeze, daemon=True).start()
         threading.Thread(target=self.held.watch, daemon=True).start()
+        threading.Thread(target=self.notes.watch, daemon=True).start()
         signals.worker_process_init.send(sender=None)
-        self.notes.events = self.app.broker.events  # this process's own, after the fork
         try:
             self.loop()
         finally:

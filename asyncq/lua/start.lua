@@ -26,7 +26,7 @@ if started and owner and owner ~= ARGV[7] then return {'', owner} end
 local fields = {'worker', ARGV[1], 'started_at', ARGV[2], 'acks_late', ARGV[4],
                 'owner', ARGV[7]}
 if ARGV[5] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'status', ARGV[5] end
+if ARGV[6] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'call', ARGV[6] end
 redis.call('HSET', KEYS[1], unpack(fields))
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'call', ARGV[6]) end
 if not status then redis.call('EXPIRE', KEYS[1], ARGV[3]) end  -- else it keeps its TTL
 return after_it or ''

@@ -7,6 +7,6 @@ test:
 lint:
 	.venv/bin/ruff check . && .venv/bin/mypy
 bench:
-	.venv/bin/pip install -c constraints.txt -e '.[bench]' && .venv/bin/python -m benchmarks.run
+	.venv/bin/pip install -c constraints.txt -e '.[bench,hiredis]' && .venv/bin/python -m benchmarks.run
 soak:
 	.venv/bin/python -m benchmarks.soak

@@ -283,7 +283,8 @@ def peers(url: str, sizes: Sizes) -> list[dict[str, Any]]:
 
 def versions() -> dict[str, str]:
     found = {}
-    for name in ("asyncq", "celery", "kombu", "redis", "dramatiq", "rq", "gunicorn", "flask"):
+    for name in ("asyncq", "celery", "kombu", "redis", "hiredis", "dramatiq", "rq", "gunicorn",
+                 "flask"):
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -366,7 +367,9 @@ def report(results: Results, sizes: Sizes, elapsed: float) -> str:
         "the same task module (`benchmarks/bench_tasks.py`, only the import differs); "
         "`task_acks_late=True`, `task_track_started=True`, results stored; prefork workers "
         "(Celery `--pool=prefork`), concurrency as stated; Celery's "
-        "`worker_prefetch_multiplier=4` (its default), mingle and gossip on (its defaults). "
+        "`worker_prefetch_multiplier=4` (its default), mingle and gossip on (its defaults); "
+        "redis-py with the hiredis parser when it is installed (`make bench` installs it: "
+        "both systems use it, through the same redis-py). "
         f"Each line is the median of {sizes.repeat} runs, the two systems alternating; "
         "the spread is min-max. Ratio = asyncq / Celery.",
         "",

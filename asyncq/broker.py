@@ -75,6 +75,8 @@ log = logging.getLogger("asyncq.worker")
 
 # What ``start`` answers for a task another child is running now (one run per task id).
 ELSEWHERE = "elsewhere"
+# What ``finish_many`` gives for a fetch it did not send.
+NOT_SENT = object()
 
 # A waiter told "SUCCESS <result JSON>" has its answer without reading the record.
 SUCCESS_NOTICE = b"SUCCESS "
@@ -363,8 +365,8 @@ class Broker:
     _fetch = Script.load("fetch")
 
     def fetch(self, queues: list[str], worker_id: str, slot: int, timeout: float,
-              prefetch: int = 1, share: int = 1, idle: Callable[[], None] | None = None
-              ) -> tuple[str, list[bytes]]:
+              prefetch: int = 1, share: int = 1, idle: Callable[[], None] | None = None,
+              answered: tuple[str, Any] | None = None) -> tuple[str, list[bytes]]:
         """Move up to ``prefetch`` messages of one queue into the child's in-flight list
         for that queue; returns that list's key and the messages, in the order to
         run them. The first queue that has messages gives them all, highest
@@ -375,16 +377,20 @@ class Broker:
         it goes back to its queue). ``share``, the number of children of the worker,
         keeps one child from taking more than its part of a short queue. When every
         list is empty, call ``idle`` (a child sends its task events), then block
-        (BLMOVE) on the first queue's own list for up to ``timeout``.
+        (BLMOVE) on the first queue's own list for up to ``timeout``. ``answered``: a
+        queue whose ``fetch_command`` was sent already (with a child's held ends), and
+        what it answered.
         """
         if self._damaged and time.monotonic() - self._damaged_since > 5:
             self._damaged.clear()  # look at them again: repaired meanwhile?
         usable = [queue for queue in queues if queue not in self._damaged]
         for queue in usable:
-            inflight = self.keys.inflight(queue, worker_id, slot)
-            lists = [self.keys.queue(queue, priority) for priority in reversed(PRIORITIES)]
+            inflight, command = self.fetch_command(queue, worker_id, slot, prefetch, share)
             try:
-                taken = self._run(self._fetch.command([inflight, *lists], [prefetch, share]))
+                if answered is not None and answered[0] == queue:
+                    taken = answered[1]
+                else:
+                    taken = self._run(command)
             except redis.ResponseError as exc:
                 self._skip_damaged(queue, exc)
                 continue
@@ -409,6 +415,13 @@ class Broker:
             self._skip_damaged(usable[0], exc)
             raw = None
         return inflight, [] if raw is None else raw_list([raw])
+
+    def fetch_command(self, queue: str, worker_id: str, slot: int, prefetch: int = 1,
+                      share: int = 1) -> tuple[str, Command]:
+        """The child's in-flight list for ``queue``, and the script call that fills it."""
+        inflight = self.keys.inflight(queue, worker_id, slot)
+        lists = [self.keys.queue(queue, priority) for priority in reversed(PRIORITIES)]
+        return inflight, self._fetch.command([inflight, *lists], [prefetch, share])
 
     def _skip_damaged(self, queue: str, exc: redis.ResponseError) -> None:
         """A queue whose keys Redis refuses to read as lists (WRONGTYPE: not written by
@@ -619,9 +632,13 @@ class Broker:
         self.note_late_run(message.id, fields, inflight, text(other) or text(finished))
         return False, next_answer
 
-    def finish_many(self, ends: Sequence[Ending]) -> list[bool]:
+    def finish_many(self, ends: Sequence[Ending], then_fetch: Command | None = None
+                    ) -> tuple[list[bool], Any]:
         """``finish`` for several tasks in one round trip (a child's held ends): all
-        their stores, then all their acknowledgements; whether each stored."""
+        their stores, then all their acknowledgements; whether each stored. With
+        ``then_fetch`` (a ``fetch_command``), the child's next fetch goes last in the
+        same round trip, and its answer is returned too (NOT_SENT when a follow-up
+        plan keeps a message held, as the fetch would find it, or on a cluster)."""
         stores: list[Command] = []
         acks: list[Command] = []
         planned: list[bool] = []
@@ -636,7 +653,9 @@ class Broker:
                 acks.append(("LREM", end.inflight, 1, message.raw))
                 if not end.keep_result:
                     acks.append(self._drop_record.command([record], [end.inflight]))
-        answers = self._in_stages(stores, acks)
+        fetch = [then_fetch] if then_fetch is not None and not any(planned) and \
+            not self.cluster else []
+        answers = self._in_stages(stores, acks + fetch)
         outcomes = []
         for end, held, (stored, found, finished, other) in zip(ends, planned, answers,
                                                                 strict=False):
@@ -648,7 +667,7 @@ class Broker:
                 self.note_late_run(end.message.id, end.fields, end.inflight,
                                    text(other) or text(finished))
             outcomes.append(ours)
-        return outcomes
+        return outcomes, answers[-1] if fetch else NOT_SENT
 
     _drop_record = Script.load("drop_record")
 

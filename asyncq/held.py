@@ -20,9 +20,10 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from asyncq.broker import Ending
+from asyncq.broker import NOT_SENT, Ending
+from asyncq.scripts import Command
 
 
 class Ended(NamedTuple):
@@ -38,7 +39,8 @@ class HeldEnds:
     """The held ends of one child; ``send`` is ``Broker.finish_many`` under the
     child's outage handling."""
 
-    def __init__(self, send: Callable[[list[Ending]], list[bool]], most: int, limit: float):
+    def __init__(self, send: Callable[[list[Ending], Command | None], tuple[list[bool], Any]],
+                 most: int, limit: float):
         self.send = send
         self.most = max(1, most)
         self.limit = limit
@@ -68,6 +70,14 @@ class HeldEnds:
             self._send_held()
             return self._take_sent()
 
+    def flush_with(self, fetch: Command) -> tuple[list[Ended], Any]:
+        """``flush``, with the child's next fetch in the same round trip; returns the ends
+        and what the fetch answered (NOT_SENT if it was not sent: nothing was held, or
+        ``Broker.finish_many`` kept it back)."""
+        with self.lock:
+            answer = self._send_held(fetch)
+            return self._take_sent(), answer
+
     def report(self) -> list[Ended]:
         """The ends the thread sent since the last call."""
         with self.lock:
@@ -92,15 +102,16 @@ class HeldEnds:
                 self.wake.clear()
                 self.asleep = False
 
-    def _send_held(self) -> None:
+    def _send_held(self, fetch: Command | None = None) -> Any:
         """(Under the lock.) On an error the ends stay held, for the caller to handle."""
         if not self.held:
-            return
+            return NOT_SENT
         ends = self.held
-        stored = self.send([end for end, _ in ends])
+        stored, answer = self.send([end for end, _ in ends], fetch)
         self.held = []
         self.sent += [Ended(end, runtime, ok) for (end, runtime), ok in
                       zip(ends, stored, strict=True)]
+        return answer
 
     def _take_sent(self) -> list[Ended]:
         sent, self.sent = self.sent, []

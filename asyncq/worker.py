@@ -21,6 +21,7 @@ the supervisor is Celery's MainProcess, a child is a ForkPoolWorker.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from asyncq import signals, states
-from asyncq.broker import ELSEWHERE, Ending, LeftoversHeld, failure_fields, now
+from asyncq.broker import ELSEWHERE, NOT_SENT, Ending, LeftoversHeld, failure_fields, now
 from asyncq.canvas import takes_request
 from asyncq.events import EVENTS_FLUSH, Notes
 from asyncq.exceptions import (
@@ -203,8 +204,8 @@ class Child:
         self.notes = Notes(app.broker.events, lambda: self.app.broker.client, log)
         self.outage = Outage(log)
         conf = app.conf
-        self.held = HeldEnds(lambda ends: self.outage.run(
-            lambda: self.app.broker.finish_many(ends)),
+        self.held = HeldEnds(lambda ends, fetch: self.outage.run(
+            lambda: self.app.broker.finish_many(ends, fetch)),
             conf.worker_prefetch_multiplier, conf.worker_result_hold)
         self.busy = False
         self.armed_soft = self.armed_hard = False  # time limits set for the running task
@@ -259,8 +260,7 @@ class Child:
                                           batch[index + 1] if more else None)
                     done += 1
                 self.ahead = None
-                self.send_held_ends()
-                self.busy = False
+                self.busy = False  # the held ends go with the next fetch
 
     def watch_for_a_freeze(self) -> None:
         """A thread: after this process was stopped (SIGSTOP, a paused VM) long enough
@@ -311,16 +311,17 @@ class Child:
         return bool(self.pool.max_tasks) and done >= self.pool.max_tasks
 
     def fetch(self) -> list[bytes]:
-        """Take the next messages (up to worker_prefetch_multiplier) of one queue."""
-        self.send_held_ends()
+        """Take the next messages (up to worker_prefetch_multiplier) of one queue; the
+        held ends go first, in the same round trip as the first queue's fetch."""
         self.notes.flush()  # if due
         self.queues.append(self.queues.pop(0))
         conf = self.app.conf
+        answered = self.send_held_ends(fetch_from=self.queues[0])
         try:
             self.inflight, taken = self.outage.run(lambda: self.app.broker.fetch(
                 self.queues, self.worker_id, self.slot, conf.worker_fetch_timeout,
                 conf.worker_prefetch_multiplier, self.pool.slots.count,
-                idle=lambda: self.notes.flush(now=True)), pause=back_off)
+                idle=lambda: self.notes.flush(now=True), answered=answered), pause=back_off)
             self.fetched_at = time.monotonic()
         except LeftoversHeld as held:
             self.reclaim(held.inflight)
@@ -608,14 +609,26 @@ class Child:
             aheads[index] = Ahead(following.raw, following.message, answer, batched=True)
         return aheads
 
-    def send_held_ends(self) -> None:
+    def send_held_ends(self, fetch_from: str | None = None) -> tuple[str, Any] | None:
         """Send the held ends now; one that Redis refuses for good (a damaged record)
-        is ended on its own, so that it costs only its own message."""
+        is ended on its own, so that it costs only its own message. ``fetch_from``: a
+        queue whose fetch goes in the same round trip; returns it with what the fetch
+        answered, for ``Broker.fetch`` (None: not sent)."""
         try:
-            self.report_ends(self.held.flush())
+            if fetch_from is None:
+                self.report_ends(self.held.flush())
+                return None
+            conf = self.app.conf
+            _, command = self.app.broker.fetch_command(
+                fetch_from, self.worker_id, self.slot, conf.worker_prefetch_multiplier,
+                self.pool.slots.count)
+            ended, answer = self.held.flush_with(command)
+            self.report_ends(ended)
+            return None if answer is NOT_SENT else (fetch_from, answer)
         except redis.ResponseError:
             for ending, runtime in self.held.take_held():
                 self.end_alone(ending, runtime)
+            return None
 
     def end_alone(self, ending: Ending, runtime: float | None) -> None:
         broker, message = self.app.broker, ending.message
@@ -930,6 +943,10 @@ class Supervisor:
         self.pool.slots.clear(slot)
         child = Child(self.app, self.pool, slot)
         process = _fork.Process(target=child.run, name=f"Child-{slot}", daemon=False)
+        # Every object so far goes out of the garbage collector's sight: a child's
+        # collections then never write to them, so their pages stay shared with the
+        # supervisor instead of being copied into each child (less memory, PSS).
+        gc.freeze()
         process.start()
         self.children[slot] = process
         self.selector.register(process.sentinel, selectors.EVENT_READ, slot)

@@ -40,8 +40,9 @@ class HeldEnds:
     child's outage handling."""
 
     def __init__(self, send: Callable[[list[Ending], Command | None], tuple[list[bool], Any]],
-                 most: int, limit: float):
+                 most: int, limit: float, show: Callable[[list[str]], None] = lambda ids: None):
         self.send = send
+        self.show = show  # tells the supervisor which tasks ran with their ends held
         self.most = max(1, most)
         self.limit = limit
         self.held: list[tuple[Ending, float | None]] = []
@@ -59,6 +60,7 @@ class HeldEnds:
             if not self.held:
                 self.since = self.last_added
             self.held.append((end, runtime))
+            self.show([held.message.id for held, _ in self.held])
             full = len(self.held) >= self.most
         if self.asleep:
             self.wake.set()
@@ -109,6 +111,7 @@ class HeldEnds:
         ends = self.held
         stored, answer = self.send([end for end, _ in ends], fetch)
         self.held = []
+        self.show([])
         self.sent += [Ended(end, runtime, ok) for (end, runtime), ok in
                       zip(ends, stored, strict=True)]
         return answer
@@ -121,4 +124,5 @@ class HeldEnds:
         """Give up the held ends unsent (the child ends them one by one instead)."""
         with self.lock:
             held, self.held = self.held, []
+            self.show([])
             return held

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
@@ -119,12 +120,12 @@ def any_exists(client: RedisClient, keys: list[str]) -> bool:
 
 
 def recover_list(app: AsyncQ, inflight: str, owner: str, mode: str, error: Exception,
-                 worker_id: str, ran: str | None = None) -> int:
+                 worker_id: str, ran: dict[str, str] | None = None) -> int:
     """Requeue or fail the messages of one in-flight list held by ``worker_id``;
-    returns how many it handled. See ``Broker.recover`` for the rules. ``ran``: the
-    id of the task its child was running ('' = none), where that is known (a child of
-    this worker); the other messages were taken or started with their batch but not
-    run, so they go back uncounted (as in a cold shutdown)."""
+    returns how many it handled. See ``Broker.recover`` for the rules. ``ran``: where
+    it is known (a child of this worker), the tasks its child ran, each with the mode
+    to recover it in; the other messages were taken or started with their batch but
+    never run, so they go back uncounted (as in a cold shutdown)."""
     broker = app.broker
     failure = failure_fields(error)
     handled = 0
@@ -142,7 +143,7 @@ def recover_list(app: AsyncQ, inflight: str, owner: str, mode: str, error: Excep
             broker.dead_letter(raw, inflight, None, None)
             log.error("garbled in-flight message set aside: %s", exc)
             continue
-        how = mode if ran is None or message.id == ran else "shutdown"
+        how = mode if ran is None else ran.get(message.id, "shutdown")
         try:
             outcome = broker.recover(message, inflight, owner, how,
                                      app.conf.task_redelivery_limit, failure)
@@ -257,9 +258,15 @@ class Recovery:
         for inflight in dict.fromkeys(held):
             recover_list(self.app, inflight, inflight, "lost", error, self.worker_id)
 
-    def dead_child(self, slot: int, mode: str, error: Exception, ran: str = "") -> None:
-        """What the child in ``slot`` held, one in-flight list per queue; ``ran``: the
-        task it was running ('' = none)."""
+    def dead_child(self, slot: int, mode: str, error: Exception, running: str = "",
+                   ended: Sequence[str] = ()) -> None:
+        """What the child in ``slot`` held, one in-flight list per queue. ``running``:
+        the task it was running ('' = none), recovered in ``mode``; ``ended``: tasks it
+        ran whose ends it still held, which count a redelivery (a time limit was not
+        theirs); the rest it never ran."""
+        ran = {task_id: "shutdown" if mode == "shutdown" else "lost" for task_id in ended}
+        if running:
+            ran[running] = mode
         for queue in self.registration.queues:
             inflight = self.app.keys.inflight(queue, self.worker_id, slot)
             recover_list(self.app, inflight, inflight, mode, error, self.worker_id, ran)

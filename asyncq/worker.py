@@ -89,12 +89,16 @@ class WorkerOptions:
 class Slots:
     """Per child slot, in memory shared by the supervisor and its children (made
     before the first fork): the hard deadline of the running task (monotonic
-    clock, 0 when none) and that task's id (to terminate it when revoked)."""
+    clock, 0 when none), that task's id (to terminate it when revoked), and the
+    ids of the tasks that ran but whose ends the child still holds (so that, if
+    it dies, they count as run: ``Recovery.dead_child``)."""
 
-    def __init__(self, count: int):
+    def __init__(self, count: int, most_held: int = 1):
         self.count = count
         self._deadlines = _fork.Array("d", count, lock=False)
         self._running = _fork.Array("c", count * TASK_ID_SIZE, lock=False)
+        self._held_size = max(1, most_held) * (TASK_ID_SIZE + 1)
+        self._held = _fork.Array("c", count * self._held_size, lock=False)
 
     def deadline(self, slot: int) -> float:
         return float(self._deadlines[slot])
@@ -117,9 +121,21 @@ class Slots:
         raw: bytes = self._running[start:start + TASK_ID_SIZE]
         return raw.rstrip(b"\0").decode(errors="replace")
 
+    def show_held(self, slot: int, task_ids: list[str]) -> None:
+        start, size = slot * self._held_size, self._held_size
+        self._held[start:start + size] = "\n".join(task_ids).encode()[:size].ljust(size, b"\0")
+
+    def held(self, slot: int) -> list[str]:
+        """The ids of the tasks the child in ``slot`` ran and holds the ends of."""
+        start = slot * self._held_size
+        raw: bytes = self._held[start:start + self._held_size]
+        return raw.rstrip(b"\0").decode(errors="replace").split("\n") if raw[:1] != b"\0" \
+            else []
+
     def clear(self, slot: int) -> None:
         self.set_deadline(slot, 0.0)
         self.show_running(slot, "")
+        self.show_held(slot, [])
 
 
 @dataclass
@@ -206,7 +222,8 @@ class Child:
         conf = app.conf
         self.held = HeldEnds(lambda ends, fetch: self.outage.run(
             lambda: self.app.broker.finish_many(ends, fetch)),
-            conf.worker_prefetch_multiplier, conf.worker_result_hold)
+            conf.worker_prefetch_multiplier, conf.worker_result_hold,
+            lambda ids: pool.slots.show_held(slot, ids))
         self.busy = False
         self.armed_soft = self.armed_hard = False  # time limits set for the running task
         self.running = ""  # the id of the task this child runs now
@@ -826,7 +843,8 @@ class Supervisor:
         self._wake_read, wake_write = os.pipe()
         self.pool = Pool(self.worker_id, self.queues,
                          options.max_tasks_per_child or app.conf.worker_max_tasks_per_child,
-                         Slots(self.concurrency), wake_write)
+                         Slots(self.concurrency, app.conf.worker_prefetch_multiplier),
+                         wake_write)
         self.children: dict[int, BaseProcess] = {}
         # One selector for the loop's whole life (a fresh one per wake-up, as
         # multiprocessing's wait() makes, costs more than the wake-up's own work):
@@ -971,8 +989,9 @@ class Supervisor:
         elif process.exitcode != 0:
             log.error("child %d (pid %d) died: %s", slot, process.pid, how)
         try:
-            ran = self.pool.slots.running(slot)
-            self.outage.run(lambda: self.recovery.dead_child(slot, mode, error, ran),
+            slots = self.pool.slots
+            running, ended = slots.running(slot), slots.held(slot)
+            self.outage.run(lambda: self.recovery.dead_child(slot, mode, error, running, ended),
                             pause=self.wait_unless_stopped(2))
         except GaveUp:
             return

@@ -51,7 +51,7 @@ QUEUE = Keys().queue("celery")  # bench_tasks' default queue: where the drain's 
 # frames (in this order) that the stack holds names the step. Frames are
 # "qualified name (file)", as py-spy names them on Python 3.11+.
 CHILD_STEPS = [
-    ("NoteWriter.note (asyncq/events.py)", "task events down the pipe (NoteWriter.note)"),
+    ("Notes.note (asyncq/events.py)", "task events noted (Notes.note)"),
     ("Child.fetch (asyncq/worker.py)", "fetch: take K messages (Child.fetch)"),
     ("Child.start (asyncq/worker.py)", "start: mark STARTED (Child.start)"),
     ("Child.execute (asyncq/worker.py)", "execute: run the task (Child.execute)"),
@@ -64,7 +64,6 @@ CHILD_STEPS = [
     ("Child.loop (asyncq/worker.py)", "the rest of Child.loop"),
 ]
 SUPERVISOR_STEPS = [
-    ("NoteReader.read (asyncq/events.py)", "reading the children's notes (NoteReader.read)"),
     ("Supervisor.send_events (asyncq/worker.py)", "sending events (Supervisor.send_events)"),
     ("Watchdog.enforce_time_limits (asyncq/worker.py)", "time limits (enforce_time_limits)"),
     ("Supervisor.tick (asyncq/worker.py)", "heartbeat, recovery, due messages (tick)"),
@@ -75,7 +74,8 @@ SUPERVISOR_STEPS = [
 # Redis (the socket write, which wakes Redis), waiting for its reply (the socket
 # read), in redis-py's own Python, or elsewhere (asyncq, the task, the standard library).
 SEND = "AbstractConnection.send_packed_command (redis/connection.py)"
-RECEIVE = "SocketBuffer._read_from_socket (redis/_parsers/socket.py)"
+RECEIVE = ("SocketBuffer._read_from_socket (redis/_parsers/socket.py)",  # redis-py's parser
+           "_HiredisParser.read_from_socket (redis/_parsers/hiredis.py)")  # with hiredis
 REDIS_PY = "(redis/"
 
 
@@ -172,7 +172,7 @@ KINDS = ("send", "reply", "redis-py", "other")
 def kind_of(frames: tuple[str, ...]) -> str:
     if frames[-1] == SEND:
         return "send"
-    if frames[-1] == RECEIVE:
+    if frames[-1] in RECEIVE:
         return "reply"
     return "redis-py" if REDIS_PY in frames[-1] else "other"
 

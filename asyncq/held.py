@@ -2,11 +2,11 @@
 
 Storing a final state and acknowledging its message costs a round trip. A child
 that runs quick acks-late tasks holds their ends (``Ending``) and sends those
-of several tasks in one round trip (``Broker.finish_many``): when it has held
-as many as it prefetches, before it would wait for new messages, before a
-task's hooks that must see the state stored, and, through a small thread
-(``watch``), once the oldest has waited ``limit`` seconds while a longer task
-runs. So a result is late by at most twice ``limit`` (the thread looks every
+of several tasks in one round trip (``Broker.finish_many``): at the end of its
+batch, in the round trip of its next fetch (so never while it waits for new
+messages), and, through a small thread (``watch``), once the oldest has waited
+``limit`` seconds while a longer task runs. (A task whose hooks must see its
+state stored is not held at all.) So a result is late by at most twice ``limit`` (the thread looks every
 ``limit`` seconds) plus one round trip.
 
 Only acks-late tasks are held: if the child dies first, their messages are
@@ -40,10 +40,9 @@ class HeldEnds:
     child's outage handling."""
 
     def __init__(self, send: Callable[[list[Ending], Command | None], tuple[list[bool], Any]],
-                 most: int, limit: float, show: Callable[[list[str]], None] = lambda ids: None):
+                 limit: float, show: Callable[[list[str]], None] = lambda ids: None):
         self.send = send
         self.show = show  # tells the supervisor which tasks ran with their ends held
-        self.most = max(1, most)
         self.limit = limit
         self.held: list[tuple[Ending, float | None]] = []
         self.since = 0.0  # when the oldest held end was held (monotonic)
@@ -54,17 +53,17 @@ class HeldEnds:
         self.wake = threading.Event()
 
     def add(self, end: Ending, runtime: float | None) -> list[Ended]:
-        """Hold an end; returns the ends sent now (the child reports them)."""
+        """Hold an end; returns the ends the thread sent meanwhile (the child reports
+        them). No more than a batch is ever held: its ends go with the next fetch."""
         with self.lock:
             self.last_added = time.monotonic()
             if not self.held:
                 self.since = self.last_added
             self.held.append((end, runtime))
             self.show([held.message.id for held, _ in self.held])
-            full = len(self.held) >= self.most
         if self.asleep:
             self.wake.set()
-        return self.flush() if full else self.report()
+        return self.report()
 
     def flush(self) -> list[Ended]:
         """Send every held end now; returns them with the ends the thread sent."""

@@ -221,8 +221,7 @@ class Child:
         self.outage = Outage(log)
         conf = app.conf
         self.held = HeldEnds(lambda ends, fetch: self.outage.run(
-            lambda: self.app.broker.finish_many(ends, fetch)),
-            conf.worker_prefetch_multiplier, conf.worker_result_hold,
+            lambda: self.app.broker.finish_many(ends, fetch)), conf.worker_result_hold,
             lambda ids: pool.slots.show_held(slot, ids))
         self.busy = False
         self.armed_soft = self.armed_hard = False  # time limits set for the running task

@@ -52,10 +52,11 @@ QUEUE = Keys().queue("celery")  # bench_tasks' default queue: where the drain's 
 # "qualified name (file)", as py-spy names them on Python 3.11+.
 CHILD_STEPS = [
     ("Notes.note (asyncq/events.py)", "task events noted (Notes.note)"),
-    ("Child.fetch (asyncq/worker.py)", "fetch: take K messages (Child.fetch)"),
-    ("Child.start (asyncq/worker.py)", "start: mark STARTED (Child.start)"),
+    ("Child.fetch (asyncq/worker.py)", "fetch, with the held ends (Child.fetch)"),
+    ("Child.start_ahead (asyncq/worker.py)", "start the batch (Child.start_ahead)"),
+    ("Child.start (asyncq/worker.py)", "start: read the answer (Child.start)"),
     ("Child.execute (asyncq/worker.py)", "execute: run the task (Child.execute)"),
-    ("Child.end (asyncq/worker.py)", "end: store SUCCESS, then ack (Child.end)"),
+    ("Child.end (asyncq/worker.py)", "end: hold, or store and ack (Child.end)"),
     ("Child.call_hooks (asyncq/worker.py)", "hooks after the task (Child.call_hooks)"),
     ("Child.request (asyncq/worker.py)", "build the Request (Child.request)"),
     ("Message.decode (asyncq/message.py)", "decode the message (Message.decode)"),

@@ -6,7 +6,8 @@ of several tasks in one round trip (``Broker.finish_many``): at the end of its
 batch, in the round trip of its next fetch (so never while it waits for new
 messages), and, through a small thread (``watch``), once the oldest has waited
 ``limit`` seconds while a longer task runs. (A task whose hooks must see its
-state stored is not held at all.) So a result is late by at most twice
+state stored is not held at all; the child sends what it holds before a task
+not known to be quick.) So a result is late by at most twice
 ``limit`` (the thread looks every ``limit`` seconds) plus one round trip.
 
 Only acks-late tasks are held: if the child dies first, their messages are

@@ -225,6 +225,9 @@ class Child:
             lambda ids: pool.slots.show_held(slot, ids))
         self.busy = False
         self.armed_soft = self.armed_hard = False  # time limits set for the running task
+        # Tasks whose last run here took less than worker_result_hold: only these run while
+        # ends are held (a task that kills its child would take those ends with it).
+        self.quick: set[str] = set()
         self.running = ""  # the id of the task this child runs now
         self.stopping = False
 
@@ -388,9 +391,15 @@ class Child:
             return
         if not self.start(task, message, request, ahead):
             return
+        if task.name not in self.quick:
+            self.send_held_ends()  # held ends are not left at the mercy of a task not known quick
         self.pool.slots.show_running(self.slot, message.id)
         self.running = message.id
         outcome = self.execute(task, message, request)
+        if outcome.runtime is not None and outcome.runtime < self.held.limit:
+            self.quick.add(task.name)
+        else:
+            self.quick.discard(task.name)
         self.running = ""
         self.pool.slots.show_running(self.slot, "")
         failed = outcome.fields.get("status") == states.FAILURE

@@ -405,7 +405,8 @@ class Child:
         failed = outcome.fields.get("status") == states.FAILURE
         self.end(message, outcome, keep_result=not task.ignore_result or
                  (failed and task.store_errors_even_if_ignored), upcoming=upcoming,
-                 hold=bool(ahead and ahead.batched and self.held.limit) and not hooked(task))
+                 hold=bool(ahead and ahead.batched and task.name in self.quick) and
+                 not hooked(task))
         self.call_hooks(task, request, outcome)
 
     def throttled(self, task: Task, message: Message) -> bool:

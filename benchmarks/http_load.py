@@ -1,4 +1,4 @@
-"""The tutorial's POST route under gunicorn, asyncq against Celery: requests/s and p99.
+"""The tutorial's routes under gunicorn, asyncq against Celery: requests/s and p99.
 
 ``http_post_benchmark(system, redis_url)`` starts gunicorn (the same settings for
 both systems) serving benchmarks/bench_server.py, warms it up, and drives it from a
@@ -6,6 +6,11 @@ load generator in a second process -- this module run as a script, stdlib only:
 threads, each with its own ``http.client.HTTPConnection`` to the loopback address.
 No queue workers run: the route only enqueues, so the queue just fills up (the
 database is flushed at the start of each run).
+
+``http_get_benchmark(system, redis_url)`` does the same for the tutorial's GET
+status route, and, under the same gunicorn, for a route that returns a constant
+JSON body without touching Redis: the most that gunicorn and Flask serve here, the
+floor the status route is judged against.
 
     python -m benchmarks.http_load --url http://127.0.0.1:PORT/async_long_running_task \\
         --seconds 5 --concurrency 8          # the load generator; prints one JSON line
@@ -19,7 +24,9 @@ import http.client
 import ipaddress
 import json
 import os
+import re
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -65,8 +72,10 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 
 
 def generate_load(url: str, seconds: float, concurrency: int,
-                  max_requests: int = MAX_REQUESTS, timeout: float = 10.0) -> dict[str, Any]:
-    """POST (empty body) to ``url`` from ``concurrency`` threads for ``seconds``.
+                  max_requests: int = MAX_REQUESTS, timeout: float = 10.0,
+                  method: str = "POST", expect: int = 202) -> dict[str, Any]:
+    """``method`` (empty body) to ``url`` from ``concurrency`` threads for ``seconds``;
+    a response counts when its status is ``expect``.
 
     Each thread has its own connection; gunicorn's sync workers close it after each
     response and http.client reconnects on the next request, so latency includes the
@@ -79,8 +88,11 @@ def generate_load(url: str, seconds: float, concurrency: int,
     max_requests = min(max(max_requests, 1), MAX_REQUESTS)
     per_thread = [max_requests // concurrency + (i < max_requests % concurrency)
                   for i in range(concurrency)]
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]  # 202s only
-    counts = [[0, 0, 0] for _ in range(concurrency)]  # sent, non-202, no response at all
+    if method not in ("GET", "POST"):
+        raise ValueError(f"method must be GET or POST, not {method!r}")
+    body = b"" if method == "POST" else None
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]  # expected status only
+    counts = [[0, 0, 0] for _ in range(concurrency)]  # sent, unexpected, no response at all
     ends = [0.0] * concurrency
     barrier = threading.Barrier(concurrency + 1)
     window: dict[str, float] = {}
@@ -95,7 +107,7 @@ def generate_load(url: str, seconds: float, concurrency: int,
                 count[0] += 1
                 began = time.perf_counter()
                 try:
-                    conn.request("POST", path, body=b"")
+                    conn.request(method, path, body=body)
                     response = conn.getresponse()
                     response.read()
                     status = response.status
@@ -105,7 +117,7 @@ def generate_load(url: str, seconds: float, concurrency: int,
                     count[2] += 1
                     time.sleep(0.01)  # no hot loop against a refusing server
                     continue
-                if status == 202:
+                if status == expect:
                     mine.append(time.perf_counter() - began)
                 else:
                     count[1] += 1
@@ -132,7 +144,7 @@ def generate_load(url: str, seconds: float, concurrency: int,
         return None if value is None else round(value * 1000, 3)
 
     return {
-        "requests": sent, "ok_202": ok, "non_202": sum(c[1] for c in counts),
+        "requests": sent, "ok": ok, "unexpected": sum(c[1] for c in counts),
         "no_response": sum(c[2] for c in counts), "elapsed_s": round(elapsed, 4),
         "requests_per_s": round(ok / elapsed, 1) if elapsed > 0 else 0.0,
         "p50_ms": ms(_percentile(ordered, 50)), "p99_ms": ms(_percentile(ordered, 99)),
@@ -153,7 +165,8 @@ class Gunicorn:
 
     def __init__(self, system: str, redis_url: str, workers: int):
         self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}{ROUTE}"
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = self.base + ROUTE
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{system}-gunicorn.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -199,19 +212,69 @@ class Gunicorn:
 
 
 def run_load_generator(url: str, seconds: float, concurrency: int,
-                       max_requests: int = MAX_REQUESTS) -> dict[str, Any]:
-    """This module's CLI in a child process: the load does not share the caller's GIL."""
+                       max_requests: int = MAX_REQUESTS, method: str = "POST",
+                       expect: int = 202) -> dict[str, Any]:
+    """wrk when it is installed (C, so the client is not the bottleneck: the Python
+    generator tops out near what gunicorn serves here); else this module's CLI in a
+    child process, so the load does not share the caller's GIL."""
+    if shutil.which("wrk"):  # no request cap: a warm-up is short in time too
+        return wrk_load(url, seconds, concurrency, method)
     command = [sys.executable, "-m", "benchmarks.http_load", "--url", url,
                "--seconds", str(seconds), "--concurrency", str(concurrency),
-               "--max-requests", str(max_requests)]
+               "--max-requests", str(max_requests), "--method", method,
+               "--expect", str(expect)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
                           timeout=min(seconds, MAX_SECONDS) + 90)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "generator": "python"}
 
 
-def http_post_benchmark(system: str, redis_url: str, seconds: float = 5.0, concurrency: int = 8,
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _wrk_ms(text: str) -> float:
+    """wrk's '812.00us', '8.31ms' or '1.20s', in ms."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return round(float(match[1]) * _WRK_UNITS[match[2]], 3)
+
+
+def wrk_load(url: str, seconds: float, concurrency: int, method: str = "POST") -> dict[str, Any]:
+    """``wrk`` with two threads and ``concurrency`` connections. Any 2xx counts (the
+    routes answer 202 or 200); other statuses and socket errors are ``unexpected``."""
+    _loopback_target(url)
+    seconds = min(max(seconds, 1.0), MAX_SECONDS)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(f'wrk.method = "{method}"\n')
+        script.flush()
+        command = ["wrk", "--threads", "2", "--connections", str(concurrency),
+                   "--duration", f"{seconds:g}s", "--latency", "--script", script.name, url]
+        done = subprocess.run(command, capture_output=True, text=True, check=False,
+                              timeout=seconds + 60)
+    out = done.stdout
+    found = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {out[-2000:]} {done.stderr[-2000:]}")
+    requests, elapsed = int(found[1]), _wrk_ms(found[2] + found[3]) / 1000
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       out)
+    unexpected = (int(non_2xx[1]) if non_2xx else 0) + (
+        sum(int(n) for n in errors.groups()) if errors else 0)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE)
+    ok = max(requests - (int(non_2xx[1]) if non_2xx else 0), 0)
+    return {"requests": requests, "ok": ok, "unexpected": unexpected, "no_response": 0,
+            "elapsed_s": round(elapsed, 4),
+            "requests_per_s": round(ok / elapsed, 1) if elapsed > 0 else 0.0,
+            "p50_ms": _wrk_ms(p50[1]) if p50 else None,
+            "p99_ms": _wrk_ms(p99[1]) if p99 else None,
+            "concurrency": concurrency, "generator": "wrk"}
+
+
+def http_post_benchmark(system: str, redis_url: str, seconds: float = 5.0, concurrency: int = 16,
                         gunicorn_workers: int = 2) -> dict:
     """Requests/s and latency of POST /async_long_running_task under gunicorn."""
     if system not in ("asyncq", "celery"):
@@ -225,20 +288,74 @@ def http_post_benchmark(system: str, redis_url: str, seconds: float = 5.0, concu
     try:
         server.wait_serving()
         warm = run_load_generator(server.url, WARMUP_SECONDS, concurrency, WARMUP_REQUESTS)
-        if warm["ok_202"] == 0:
+        if warm["ok"] == 0:
             raise RuntimeError(f"warm-up got no 202s: {warm}; see {server.log_path}")
         load = run_load_generator(server.url, seconds, concurrency)
     finally:
         server.stop()
     return {"system": system, "requests_per_s": load["requests_per_s"],
-            "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"], "errors": load["non_202"],
+            "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"], "errors": load["unexpected"],
             "seconds": load["elapsed_s"], "concurrency": concurrency,
+            "generator": load["generator"],
             "gunicorn_workers": gunicorn_workers}
+
+
+def _submit_one(server: Gunicorn) -> str:
+    """POST to the tutorial's route once; the new task's id."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("POST", ROUTE, body=b"")
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if response.status != 202:
+        raise RuntimeError(f"POST {ROUTE} answered {response.status}: {body[:200]!r}")
+    return str(json.loads(body)["task_id"])
+
+
+def _get_rps(server: Gunicorn, path: str, seconds: float, concurrency: int) -> dict[str, Any]:
+    """Warm-up, then the measured GET load on one path; every answer must be a 200."""
+    url = server.base + path
+    warm = run_load_generator(url, WARMUP_SECONDS, concurrency, WARMUP_REQUESTS, "GET", 200)
+    if warm["ok"] == 0:
+        raise RuntimeError(f"warm-up of GET {path} got no 200s: {warm}; see {server.log_path}")
+    return run_load_generator(url, seconds, concurrency, method="GET", expect=200)
+
+
+def http_get_benchmark(system: str, redis_url: str, seconds: float = 5.0, concurrency: int = 16,
+                       gunicorn_workers: int = 2) -> dict:
+    """Requests/s of GET /async_long_running_task/<id> (the tutorial's status route) and
+    of GET /constant (the same JSON shape, no Redis) under one gunicorn, one after the
+    other. The id is that of a task just submitted, so both systems read a task that no
+    worker has touched (PENDING): one Redis read per request."""
+    if system not in ("asyncq", "celery"):
+        raise ValueError(f"system must be 'asyncq' or 'celery', not {system!r}")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    server = Gunicorn(system, redis_url, gunicorn_workers)
+    try:
+        server.wait_serving()
+        task_id = _submit_one(server)
+        status = _get_rps(server, f"{ROUTE}/{task_id}", seconds, concurrency)
+        constant = _get_rps(server, "/constant", seconds, concurrency)
+    finally:
+        server.stop()
+    return {"system": system, "status_per_s": status["requests_per_s"],
+            "constant_per_s": constant["requests_per_s"],
+            "of_constant": round(status["requests_per_s"] / constant["requests_per_s"], 3)
+            if constant["requests_per_s"] else 0.0,
+            "p99_ms": status["p99_ms"], "errors": status["unexpected"] + constant["unexpected"],
+            "concurrency": concurrency, "gunicorn_workers": gunicorn_workers,
+            "generator": status["generator"]}
 
 
 # -- CLI ----------------------------------------------------------------------
 def self_test(seconds: float, concurrency: int, workers: int, systems: list[str],
-              rounds: int) -> None:
+              rounds: int, route: str = "post") -> None:
     """Each system ``rounds`` times on a private redis-server, alternating the order
     (A B B A ...) so neither system always runs first or on a warmer machine."""
     from asyncq.cli.localredis import LocalRedis
@@ -249,16 +366,17 @@ def self_test(seconds: float, concurrency: int, workers: int, systems: list[str]
         try:
             for round_ in range(max(rounds, 1)):
                 for system in systems if round_ % 2 == 0 else systems[::-1]:
-                    result = http_post_benchmark(system, server.url, seconds, concurrency,
-                                                 workers)
+                    bench = http_get_benchmark if route == "get" else http_post_benchmark
+                    result = bench(system, server.url, seconds, concurrency, workers)
                     results[system].append(result)
                     print(json.dumps(result), flush=True)
         finally:
             server.stop()
+    key = "status_per_s" if route == "get" else "requests_per_s"
     for system, runs in results.items():
         print(json.dumps({"system": system, "runs": len(runs),
                           "median_requests_per_s": round(statistics.median(
-                              r["requests_per_s"] for r in runs), 1),
+                              r[key] for r in runs), 1),
                           "median_p99_ms": round(statistics.median(
                               r["p99_ms"] for r in runs), 3),
                           "errors": sum(r["errors"] for r in runs)}), flush=True)
@@ -266,9 +384,13 @@ def self_test(seconds: float, concurrency: int, workers: int, systems: list[str]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="load-generator mode: the loopback URL to POST to")
+    parser.add_argument("--url", help="load-generator mode: the loopback URL to load")
+    parser.add_argument("--method", default="POST", choices=("GET", "POST"))
+    parser.add_argument("--expect", type=int, default=202, help="the status that counts")
+    parser.add_argument("--route", default="post", choices=("post", "get"),
+                        help="self-test: the POST route, or GET status against /constant")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--max-requests", type=int, default=MAX_REQUESTS)
     parser.add_argument("--self-test", action="store_true",
                         help="measure both systems on a private redis-server and print them")
@@ -280,12 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.self_test:
         self_test(args.seconds, args.concurrency, args.workers, args.systems.split(","),
-                  args.rounds)
+                  args.rounds, args.route)
         return 0
     if not args.url:
         parser.error("give --url (load generator) or --self-test")
     print(json.dumps(generate_load(args.url, args.seconds, args.concurrency,
-                                   args.max_requests)), flush=True)
+                                   args.max_requests, method=args.method,
+                                   expect=args.expect)), flush=True)
     return 0
 
 

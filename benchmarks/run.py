@@ -194,8 +194,7 @@ def run_all(url: str, sizes: Sizes) -> Results:
     for system in SYSTEMS:
         idle_pss.samples[system] = [m["pss"] / 2**20 for m in idle[system]]
     lines += [idle_pss, rss_after, pss_after]
-    add(Line("HTTP POST (tutorial route) under gunicorn", "req/s", True, "at least 2x", 2.0),
-        lambda s: http_rps(s, url, sizes.http_seconds))
+    lines += http_lines(url, sizes, add)
     counts: dict[str, list[dict[str, float]]] = {s: [] for s in SYSTEMS}
 
     def commands(system: str) -> float:
@@ -226,6 +225,30 @@ def run_all(url: str, sizes: Sizes) -> Results:
     breakdown = {system: mean_by_command([d["executed_by_command"] for d in drains[system]])
                  for system in SYSTEMS}
     return Results(lines, floor_rows, peers(url, sizes), breakdown)
+
+
+def http_lines(url: str, sizes: Sizes, add: Callable[[Line, Callable[[str], float]], None]
+               ) -> list[Line]:
+    """The tutorial's POST and GET status routes under gunicorn; the GET line is judged
+    against a constant route under the same gunicorn. Returns the derived lines."""
+    add(Line("HTTP POST (tutorial route) under gunicorn", "req/s", True, "at least 2x", 2.0),
+        lambda s: http_rps(s, url, sizes.http_seconds))
+    gets: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
+
+    def http_status(system: str) -> float:
+        gets[system].append(http_get(system, url, sizes.http_seconds))
+        print(f"    constant route: {gets[system][-1]['constant_per_s']:,.0f} req/s; "
+              f"status = {gets[system][-1]['of_constant']:.3f} of it", flush=True)
+        return float(gets[system][-1]["status_per_s"])
+
+    add(Line("HTTP GET status (tutorial route) under gunicorn", "req/s", True), http_status)
+    constant = Line("HTTP GET of a constant JSON route, same gunicorn (the floor)", "req/s", True)
+    share = Line("HTTP GET status as a share of the constant route", "share", True,
+                 "at least 0.65 (asyncq's own figure)", target_at_least=0.65)
+    for system in SYSTEMS:
+        constant.samples[system] = [g["constant_per_s"] for g in gets[system]]
+        share.samples[system] = [g["of_constant"] for g in gets[system]]
+    return [constant, share]
 
 
 def mean_by_command(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -262,6 +285,13 @@ def http_rps(system: str, url: str, seconds: float) -> float:
 
     measure.flush(url)
     return float(http_post_benchmark(system, url, seconds=seconds)["requests_per_s"])
+
+
+def http_get(system: str, url: str, seconds: float) -> dict[str, Any]:
+    from benchmarks.http_load import http_get_benchmark
+
+    measure.flush(url)
+    return http_get_benchmark(system, url, seconds=seconds)
 
 
 def peers(url: str, sizes: Sizes) -> list[dict[str, Any]]:
@@ -370,6 +400,8 @@ def report(results: Results, sizes: Sizes, elapsed: float) -> str:
         "`worker_prefetch_multiplier=4` (its default), mingle and gossip on (its defaults); "
         "redis-py with the hiredis parser when it is installed (`make bench` installs it: "
         "both systems use it, through the same redis-py). "
+        "HTTP lines: gunicorn with 2 sync workers serving `benchmarks/bench_server.py`, "
+        f"loaded by {http_generator()} on the same machine. "
         f"Each line is the median of {sizes.repeat} runs, the two systems alternating; "
         "the spread is min-max. Ratio = asyncq / Celery.",
         "",
@@ -390,6 +422,14 @@ def report(results: Results, sizes: Sizes, elapsed: float) -> str:
         out.append(f"| {row['label']} | {steady:,.0f} | {row['tasks_per_s']:,.0f} |")
     out += ["", "![asyncq vs Celery](results.png)", ""]
     return "\n".join(out)
+
+
+def http_generator() -> str:
+    import shutil
+
+    if shutil.which("wrk"):
+        return "wrk (2 threads, 16 connections)"
+    return "the Python load generator in `benchmarks/http_load.py` (16 threads; wrk not found)"
 
 
 def chart(lines: list[Line], path: Path) -> None:

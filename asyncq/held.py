@@ -52,6 +52,21 @@ class HeldEnds:
         self.last_added = 0.0
         self.asleep = False  # the thread waits for ``wake`` (nothing held for a while)
         self.wake = threading.Event()
+        # Tasks whose last run here took less than ``limit``: only these run while ends
+        # are held (a task that kills its child would take those ends with it).
+        self.quick: set[str] = set()
+
+    def known_quick(self, task_name: str) -> bool:
+        return task_name in self.quick
+
+    def learn(self, task_name: str, runtime: float | None) -> bool:
+        """Note how long a task just ran; returns whether its end may be held (it was
+        quick: a longer task's state is stored before anything else happens)."""
+        if runtime is not None and runtime < self.limit:
+            self.quick.add(task_name)
+            return True
+        self.quick.discard(task_name)
+        return False
 
     def add(self, end: Ending, runtime: float | None) -> list[Ended]:
         """Hold an end; returns the ends the thread sent meanwhile (the child reports

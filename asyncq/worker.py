@@ -225,9 +225,6 @@ class Child:
             lambda ids: pool.slots.show_held(slot, ids))
         self.busy = False
         self.armed_soft = self.armed_hard = False  # time limits set for the running task
-        # Tasks whose last run here took less than worker_result_hold: only these run while
-        # ends are held (a task that kills its child would take those ends with it).
-        self.quick: set[str] = set()
         self.running = ""  # the id of the task this child runs now
         self.stopping = False
 
@@ -318,13 +315,18 @@ class Child:
         except redis.ResponseError as exc:
             self.running = ""
             self.pool.slots.show_running(self.slot, "")
-            log.error("Task %s: Redis refused a step (%s): its message is set aside as a dead "
-                      "letter", _guess_field(raw, "id"), exc)
-            try:
-                self.outage.run(lambda: self.app.broker.dead_letter(raw, self.inflight, None,
-                                                                    None))
-            except redis.ResponseError as again:
-                log.error("setting the message aside failed too (%s): it stays held", again)
+            self.refused(raw, self.inflight, _guess_field(raw, "id"), exc)
+
+    def refused(self, raw: bytes, inflight: str, task_id: str | None,
+                  exc: redis.ResponseError) -> None:
+        """A message whose step Redis refused goes to the dead letters as it is: its
+        record is what is damaged, so nothing more is written to it."""
+        log.error("Task %s: Redis refused a step (%s): its message is set aside as a dead "
+                  "letter", task_id, exc)
+        try:
+            self.outage.run(lambda: self.app.broker.dead_letter(raw, inflight, None, None))
+        except redis.ResponseError as again:
+            log.error("setting the message aside failed too (%s): it stays held", again)
 
     def had_enough(self, done: int) -> bool:
         return bool(self.pool.max_tasks) and done >= self.pool.max_tasks
@@ -391,22 +393,18 @@ class Child:
             return
         if not self.start(task, message, request, ahead):
             return
-        if task.name not in self.quick:
+        if not self.held.known_quick(task.name):
             self.send_held_ends()  # held ends are not left at the mercy of a task not known quick
         self.pool.slots.show_running(self.slot, message.id)
         self.running = message.id
         outcome = self.execute(task, message, request)
-        if outcome.runtime is not None and outcome.runtime < self.held.limit:
-            self.quick.add(task.name)
-        else:
-            self.quick.discard(task.name)
+        quick = self.held.learn(task.name, outcome.runtime)
         self.running = ""
         self.pool.slots.show_running(self.slot, "")
         failed = outcome.fields.get("status") == states.FAILURE
         self.end(message, outcome, keep_result=not task.ignore_result or
                  (failed and task.store_errors_even_if_ignored), upcoming=upcoming,
-                 hold=bool(ahead and ahead.batched and task.name in self.quick) and
-                 not hooked(task))
+                 hold=bool(ahead and ahead.batched and quick) and not hooked(task))
         self.call_hooks(task, request, outcome)
 
     def throttled(self, task: Task, message: Message) -> bool:
@@ -662,11 +660,7 @@ class Child:
             stored = self.outage.run(lambda: broker.finish(
                 message, ending.inflight, ending.fields, ending.keep_result, ending.then))
         except redis.ResponseError as exc:
-            log.error("Task %s[%s]: Redis refused its end (%s): its message is set aside as "
-                      "a dead letter", message.task, message.id, exc)
-            with suppress(redis.ResponseError):
-                self.outage.run(lambda: broker.dead_letter(message.raw, ending.inflight,
-                                                           None, None))
+            self.refused(message.raw, ending.inflight, message.id, exc)
             return
         if stored:
             self.note_end(message, dict(ending.fields), runtime)
@@ -840,6 +834,43 @@ def _shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+class Respawns:
+    """When a slot gets its new child: at once, unless its children keep failing at
+    start-up (exiting with an error within ``SETTLED`` seconds: a broken import or
+    ``worker_process_init`` receiver). Then the pause doubles with each failure, up to
+    ``MOST``, so that the supervisor does not spin forking children that cannot live.
+    A child killed by a signal (a time limit, a revoke, an operator) is always
+    replaced at once."""
+
+    SETTLED = 1.0
+    FIRST, MOST = 0.1, 5.0
+
+    def __init__(self) -> None:
+        self.born: dict[int, float] = {}
+        self.failures: dict[int, int] = {}  # failed start-ups in a row, per slot
+        self.due: dict[int, float] = {}  # slot -> when to spawn (monotonic)
+
+    def spawned(self, slot: int) -> None:
+        self.born[slot] = time.monotonic()
+        self.due.pop(slot, None)
+
+    def after_exit(self, slot: int, exitcode: int | None) -> float:
+        """Schedule the slot's next child; returns the pause before it."""
+        now = time.monotonic()
+        failed = (exitcode or 0) > 0 and now - self.born.get(slot, 0.0) < self.SETTLED
+        failures = self.failures[slot] = self.failures.get(slot, 0) + 1 if failed else 0
+        pause = 0.0 if failures < 2 else min(self.FIRST * 2 ** (failures - 2), self.MOST)
+        self.due[slot] = now + pause
+        return pause
+
+    def ready(self) -> list[int]:
+        now = time.monotonic()
+        return [slot for slot, when in self.due.items() if when <= now]
+
+    def next_at(self) -> float | None:
+        return min(self.due.values(), default=None)
+
+
 class Supervisor:
     """The worker's main process: starts, watches and replaces children; recovers lost work."""
 
@@ -855,6 +886,7 @@ class Supervisor:
                          Slots(self.concurrency, app.conf.worker_prefetch_multiplier),
                          wake_write)
         self.children: dict[int, BaseProcess] = {}
+        self.respawns = Respawns()
         # One selector for the loop's whole life (a fresh one per wake-up, as
         # multiprocessing's wait() makes, costs more than the wake-up's own work):
         # the children's exits (data: their slot) and the wake-up pipe.
@@ -909,7 +941,9 @@ class Supervisor:
         """The loop: heartbeats and housekeeping on a tick; children's exits and signals
         as they happen; hard time limits at their deadlines."""
         next_beat = time.monotonic() + self.app.conf.worker_heartbeat_interval
-        while self.children:
+        while self.children or (self.respawns.due and not self.stop_requests):
+            for slot in self.respawns.ready():
+                self.spawn(slot)
             if time.monotonic() >= next_beat:
                 self.tick()
                 next_beat = time.monotonic() + self.app.conf.worker_heartbeat_interval
@@ -941,6 +975,9 @@ class Supervisor:
             wake_at = min(wake_at, self.events_sent_at + EVENTS_FLUSH)
         if self.next_due is not None:
             wake_at = min(wake_at, time.monotonic() + self.next_due - time.time())
+        respawn_at = self.respawns.next_at()
+        if respawn_at is not None:
+            wake_at = min(wake_at, respawn_at)
         return max(0.0, wake_at - time.monotonic())
 
     # -- the chores of the loop -----------------------------------------------
@@ -975,6 +1012,7 @@ class Supervisor:
         # supervisor instead of being copied into each child (less memory, PSS).
         gc.freeze()
         process.start()
+        self.respawns.spawned(slot)
         self.children[slot] = process
         self.selector.register(process.sentinel, selectors.EVENT_READ, slot)
         log.debug("child %d started with pid %d", slot, process.pid)
@@ -1007,7 +1045,10 @@ class Supervisor:
         except Exception:  # damaged data: what could be recovered was; the slot goes on
             log.exception("recovering what child %d held failed", slot)
         if not self.stop_requests:
-            self.spawn(slot)
+            pause = self.respawns.after_exit(slot, process.exitcode)
+            if pause:
+                log.warning("child %d failed at start-up again: its next child starts in "
+                            "%.1fs", slot, pause)
 
     # -- shutting down --------------------------------------------------------
     def apply_stop_requests(self) -> None:

@@ -162,3 +162,22 @@ def test_an_evicting_redis_is_refused_unless_allowed(own_redis, start_worker, st
         assert status == 200 and "maxmemory-policy is allkeys-lru" in body["warnings"][0], body
     report = run_asyncq("-A", "tests.taskapp", "inspect", broker_url=server.url)
     assert "Warning: maxmemory-policy is allkeys-lru" in report.stdout
+
+
+def test_children_that_fail_at_start_up_are_respawned_ever_more_slowly(client, start_worker):
+    from tests.brokenapp import BROKEN, STARTS, app
+
+    # given children whose start-up fails (a worker_process_init receiver raises)
+    client.set(BROKEN, 1)
+    worker = start_worker(app="tests.brokenapp")
+
+    # then each failure in a row doubles the pause before the next child
+    worker.wait_for(r"child 0 failed at start-up again: its next child starts in 0\.1s")
+    worker.wait_for(r"its next child starts in 0\.8s", timeout=20)
+    # so by now the supervisor has forked five children, not a spinning loop's hundreds
+    assert int(client.get(STARTS)) <= 6, client.get(STARTS)
+    assert worker.popen.poll() is None
+
+    # when start-up works again, the next child serves
+    client.delete(BROKEN)
+    assert app.send_task("tests.add", (2, 2)).get(timeout=20) == 4

@@ -68,7 +68,7 @@ from asyncq.exceptions import EvictingRedis, exception_type_name
 from asyncq.keys import PRIORITIES, Keys
 from asyncq.message import Message
 from asyncq.replies import raw_list, text, text_map, texts
-from asyncq.scripts import Command, Script, execute
+from asyncq.scripts import Command, MergedCalls, Script, execute
 from asyncq.serialization import dumps
 
 log = logging.getLogger("asyncq.worker")
@@ -214,7 +214,7 @@ class Broker:
         COMMAND GETKEYS for a script).
         """
         if not self.cluster:
-            return self._send([command for stage in stages for command in stage])
+            return self._send_merged(stages)
         return [answer for stage in stages for answer in self._send(stage)]
 
     def _send(self, commands: Sequence[Command]) -> list[Any]:
@@ -224,6 +224,28 @@ class Broker:
         for command in commands:
             execute(pipe, command)
         return pipe.execute()
+
+    def _send_merged(self, stages: Sequence[Sequence[Command]]) -> list[Any]:
+        """All stages in one pipeline, each stage's calls of one script merged into one
+        (``MergedCalls``). As a pipeline does, every command runs and the first error
+        is raised after."""
+        merged = [MergedCalls(stage) for stage in stages]
+        commands = [command for stage in merged for command in stage.commands]
+        if len(commands) == 1:
+            sent = [execute(self.client, commands[0])]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for command in commands:
+                execute(pipe, command)
+            sent = pipe.execute(raise_on_error=False)
+        answers: list[Any] = []
+        for stage in merged:
+            answers += stage.answers(sent[:len(stage.commands)])
+            sent = sent[len(stage.commands):]
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
 
     def _run(self, command: Command) -> Any:
         """One command alone; its answer."""

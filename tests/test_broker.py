@@ -183,3 +183,29 @@ def test_an_ignored_result_is_deleted_with_the_ack_not_before(app, client):
     assert seen.index("HSET") < seen.index("LREM") < seen.index("DEL"), seen
     assert not client.exists(task_key(message.id))
     assert client.llen(inflight) == 0
+
+
+def test_calls_of_one_script_in_a_stage_go_as_one_eval_each_failing_on_its_own(app, client):
+    # given three submitted tasks, the middle one's record damaged (a string, not a hash)
+    ids = [add.delay(i, i).id for i in range(3)]
+    client.delete(task_key(ids[1]))
+    client.set(task_key(ids[1]), "junk")
+    fields = {"status": "SUCCESS", "result": "2", "finished_at": "1700000000.5"}
+    stores = [app.broker._eval(app.broker._store, [task_key(task_id)],
+                               [60, "channel", "final", "", "",
+                                *[x for kv in fields.items() for x in kv]])
+              for task_id in ids]
+    evals_before = client.info("commandstats").get("cmdstat_eval", {}).get("calls", 0)
+
+    # when the three stores go as one stage on a single Redis
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        app.broker._in_stages(stores)
+
+    # then Redis ran one EVAL for the three (its own INFO read is not an EVAL) ...
+    evals_after = client.info("commandstats")["cmdstat_eval"]["calls"]
+    assert evals_after - evals_before == 1
+    # ... the damaged one failed as it would alone, and the others stored all the same
+    assert client.get(task_key(ids[1])) == b"junk"
+    for task_id in (ids[0], ids[2]):
+        assert read_record(client, task_id)["status"] == "SUCCESS"
+        assert 0 < client.ttl(task_key(task_id)) <= 60

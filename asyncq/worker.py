@@ -393,18 +393,18 @@ class Child:
             return
         if not self.start(task, message, request, ahead):
             return
-        if not self.held.known_quick(task.name):
-            self.send_held_ends()  # held ends are not left at the mercy of a task not known quick
+        if not self.held.known_short(task.name):
+            self.send_held_ends()  # held ends are not left at the mercy of a task not known short
         self.pool.slots.show_running(self.slot, message.id)
         self.running = message.id
         outcome = self.execute(task, message, request)
-        quick = self.held.learn(task.name, outcome.runtime)
+        short = self.held.learn(task.name, outcome.runtime)
         self.running = ""
         self.pool.slots.show_running(self.slot, "")
         failed = outcome.fields.get("status") == states.FAILURE
         self.end(message, outcome, keep_result=not task.ignore_result or
                  (failed and task.store_errors_even_if_ignored), upcoming=upcoming,
-                 hold=bool(ahead and ahead.batched and quick) and not hooked(task))
+                 hold=bool(ahead and ahead.batched and short) and not hooked(task))
         self.call_hooks(task, request, outcome)
 
     def throttled(self, task: Task, message: Message) -> bool:

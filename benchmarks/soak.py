@@ -85,9 +85,13 @@ class Chaos(threading.Thread):
                 continue
             worker = rng.choice(list(self.workers.values()))
             victims = children_of(worker.pid)
-            if victims:
+            if not victims:
+                continue
+            try:
                 os.kill(rng.choice(victims), signal.SIGKILL)
-                self.kills += 1
+            except ProcessLookupError:  # it died meanwhile (a kill_once task killed it)
+                continue
+            self.kills += 1
 
     def kill_host(self, name: str) -> None:
         worker = self.workers[name]

@@ -143,6 +143,16 @@ def final_notice(fields: Mapping[str, str]) -> str:
     return "final"
 
 
+def _fetched(answer: Any, with_starts: bool) -> tuple[list[bytes], list[Any]]:
+    """fetch.lua's answer: the messages, and per message its start's answer (None: not
+    started)."""
+    if not with_starts:
+        messages = raw_list(answer)
+        return messages, [None] * len(messages)
+    taken, started = answer
+    return raw_list(taken), [state[0] if state else None for state in started]
+
+
 def _script_text(value: Any) -> str:
     """A plan's commands are JSON: a script's text (bytes, see scripts.py) goes as text."""
     if isinstance(value, bytes):
@@ -384,11 +394,12 @@ class Broker:
         return min(upcoming, default=None)
 
     # -- 2. fetch -----------------------------------------------------------
-    _fetch = Script.load("fetch")
+    _fetch = Script.load("fetch", uses=("start",))
 
     def fetch(self, queues: list[str], worker_id: str, slot: int, timeout: float,
               prefetch: int = 1, share: int = 1, idle: Callable[[], None] | None = None,
-              answered: tuple[str, Any] | None = None) -> tuple[str, list[bytes]]:
+              answered: tuple[str, Any] | None = None, start_spec: str = ""
+              ) -> tuple[str, list[bytes], list[Any]]:
         """Move up to ``prefetch`` messages of one queue into the child's in-flight list
         for that queue; returns that list's key and the messages, in the order to
         run them. The first queue that has messages gives them all, highest
@@ -401,13 +412,16 @@ class Broker:
         list is empty, call ``idle`` (a child sends its task events), then block
         (BLMOVE) on the first queue's own list for up to ``timeout``. ``answered``: a
         queue whose ``fetch_command`` was sent already (with a child's held ends), and
-        what it answered.
+        what it answered. ``start_spec`` (from ``start_spec``): the messages to start in
+        the same script; the third item returned is, per message, what its start
+        answered (for ``started``), None where it was not started.
         """
         if self._damaged and time.monotonic() - self._damaged_since > 5:
             self._damaged.clear()  # look at them again: repaired meanwhile?
         usable = [queue for queue in queues if queue not in self._damaged]
         for queue in usable:
-            inflight, command = self.fetch_command(queue, worker_id, slot, prefetch, share)
+            inflight, command = self.fetch_command(queue, worker_id, slot, prefetch, share,
+                                                   start_spec)
             try:
                 if answered is not None and answered[0] == queue:
                     taken = answered[1]
@@ -418,12 +432,13 @@ class Broker:
                 continue
             if isinstance(taken, int):
                 raise LeftoversHeld(inflight)
-            if taken:
-                return inflight, raw_list(taken)
+            messages, started = _fetched(taken, bool(start_spec))
+            if messages:
+                return inflight, messages, started
         if not usable:
             time.sleep(timeout)  # every queue damaged: look again later
             self._damaged.clear()
-            return "", []
+            return "", [], []
         if idle is not None:
             idle()
         inflight = self.keys.inflight(usable[0], worker_id, slot)
@@ -436,14 +451,26 @@ class Broker:
         except redis.ResponseError as exc:
             self._skip_damaged(usable[0], exc)
             raw = None
-        return inflight, [] if raw is None else raw_list([raw])
+        return inflight, [] if raw is None else raw_list([raw]), [None]
 
     def fetch_command(self, queue: str, worker_id: str, slot: int, prefetch: int = 1,
-                      share: int = 1) -> tuple[str, Command]:
+                      share: int = 1, start_spec: str = "") -> tuple[str, Command]:
         """The child's in-flight list for ``queue``, and the script call that fills it."""
         inflight = self.keys.inflight(queue, worker_id, slot)
         lists = [self.keys.queue(queue, priority) for priority in reversed(PRIORITIES)]
-        return inflight, self._fetch.command([inflight, *lists], [prefetch, share])
+        return inflight, self._fetch.command([inflight, *lists],
+                                             [prefetch, share, now(), start_spec])
+
+    def start_spec(self, worker_id: str, show: Mapping[str, str]) -> str:
+        """Which messages ``fetch`` starts in its own script, as ``start_command`` would
+        (acks-late, no ``expires``, nothing extended): ``show`` maps each task a child
+        may start with its batch to the status its start shows. On a cluster, '':
+        the records are in other slots than the queue."""
+        if self.cluster or not show:
+            return ""
+        before, _, after = self.keys.task("\0").partition("\0")
+        return json.dumps({"worker": worker_id, "ttl": str(self.record_ttl),
+                           "record": [before, after], "show": dict(show)})
 
     def _skip_damaged(self, queue: str, exc: redis.ResponseError) -> None:
         """A queue whose keys Redis refuses to read as lists (WRONGTYPE: not written by

@@ -73,11 +73,11 @@ class Script:
     each: bytes = field(default=b"", repr=False)  # several calls in one: ``merge_calls``
 
     @classmethod
-    def load(cls, name: str) -> Script:
-        source = (resources.files("asyncq") / "lua" / f"{name}.lua").read_text("utf-8")
-        # Comment lines go blank: fewer bytes per call, the same line numbers in errors.
-        lines = ("" if line.lstrip().startswith("--") else line for line in source.split("\n"))
-        text = "\n".join(lines).encode()
+    def load(cls, name: str, uses: Sequence[str] = ()) -> Script:
+        """The script in ``asyncq/lua/<name>.lua``; each script it ``uses`` comes first,
+        as a local function of that name taking its own KEYS and ARGV."""
+        text = b"".join(b"local function " + used.encode() + b"(KEYS, ARGV)\n" +
+                        _read(used) + b"\nend\n" for used in uses) + _read(name)
         each = b"local function one(KEYS, ARGV)\n" + text + b"\nend\n" + _EACH_LOOP
         _EACH_FORMS[text] = each
         return cls(name, text, each)
@@ -85,6 +85,13 @@ class Script:
     def command(self, keys: Sequence[str], args: Sequence[Any]) -> Command:
         """This script, run on ``keys`` with ``args``, as one command."""
         return ("EVAL", self.text, len(keys), *keys, *args)
+
+
+def _read(name: str) -> bytes:
+    source = (resources.files("asyncq") / "lua" / f"{name}.lua").read_text("utf-8")
+    # Comment lines go blank: fewer bytes per call, the same line numbers in errors.
+    lines = ("" if line.lstrip().startswith("--") else line for line in source.split("\n"))
+    return "\n".join(lines).encode()
 
 
 def execute(target: CommandTarget, command: Command) -> Any:

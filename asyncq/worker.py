@@ -220,6 +220,7 @@ class Child:
         self.notes = Notes(app.broker.events, lambda: self.app.broker.client, log)
         self.outage = Outage(log)
         conf = app.conf
+        self.start_spec = self.batch_start_spec()
         self.held = HeldEnds(lambda ends, fetch: self.outage.run(
             lambda: self.app.broker.finish_many(ends, fetch)), conf.worker_result_hold,
             lambda ids: pool.slots.show_held(slot, ids))
@@ -227,6 +228,16 @@ class Child:
         self.armed_soft = self.armed_hard = False  # time limits set for the running task
         self.running = ""  # the id of the task this child runs now
         self.stopping = False
+
+    def batch_start_spec(self) -> str:
+        """The tasks a fetch may start at once (``Broker.start_spec``): the acks-late
+        ones, without a rate limit, when records keep no call (result_extended)."""
+        conf = self.app.conf
+        if conf.result_extended or conf.task_default_rate_limit:
+            return ""
+        return self.app.broker.start_spec(self.worker_id, {
+            name: states.STARTED if task.track_started else ""
+            for name, task in self.app.tasks.items() if task.acks_late and not task.rate_limit})
 
     def on_sigterm(self, signum: int, frame: Any) -> None:
         """Warm stop: an idle child leaves now, a busy one after its task."""
@@ -264,9 +275,9 @@ class Child:
         done = 0
         with suppress(_Stop):
             while not self.stopping and not self.had_enough(done):
-                batch = self.fetch()
+                batch, started = self.fetch()
                 self.busy = True  # a stop request waits for the end of this batch's task
-                aheads = self.start_ahead(batch)
+                aheads = self.start_ahead(batch, started)
                 for index, raw in enumerate(batch):
                     if (self.stopping or self.had_enough(done)) and not self.started_ahead(raw):
                         break  # the rest goes back to the queue when this child exits
@@ -331,25 +342,28 @@ class Child:
     def had_enough(self, done: int) -> bool:
         return bool(self.pool.max_tasks) and done >= self.pool.max_tasks
 
-    def fetch(self) -> list[bytes]:
+    def fetch(self) -> tuple[list[bytes], list[Any]]:
         """Take the next messages (up to worker_prefetch_multiplier) of one queue; the
-        held ends go first, in the same round trip as the first queue's fetch."""
+        held ends go first, in the same round trip as the first queue's fetch. On a
+        single Redis the fetch starts the acks-late ones too (``start_spec``): per
+        message, what its start answered (None: not started)."""
         self.notes.flush()  # if due
         self.queues.append(self.queues.pop(0))
         conf = self.app.conf
         answered = self.send_held_ends(fetch_from=self.queues[0])
         try:
-            self.inflight, taken = self.outage.run(lambda: self.app.broker.fetch(
+            self.inflight, taken, started = self.outage.run(lambda: self.app.broker.fetch(
                 self.queues, self.worker_id, self.slot, conf.worker_fetch_timeout,
                 conf.worker_prefetch_multiplier, self.pool.slots.count,
-                idle=lambda: self.notes.flush(now=True), answered=answered), pause=back_off)
+                idle=lambda: self.notes.flush(now=True), answered=answered,
+                start_spec=self.start_spec), pause=back_off)
             self.fetched_at = time.monotonic()
         except LeftoversHeld as held:
             self.reclaim(held.inflight)
-            return []
+            return [], []
         except GaveUp:  # Redis away: the loop looks for a stop, then fetches again
-            return []
-        return taken
+            return [], []
+        return taken, started
 
     def reclaim(self, inflight: str) -> None:
         """Between batches this child holds nothing, so a message in its in-flight list
@@ -616,14 +630,19 @@ class Child:
         if stored:
             self.note_end(message, fields, runtime)
 
-    def start_ahead(self, batch: list[bytes]) -> list[Ahead | None]:
+    def start_ahead(self, batch: list[bytes], started: list[Any]) -> list[Ahead | None]:
         """Start every message of a fresh batch whose task is acks-late, in one round
-        trip: a quick task then costs no round trip of its own to start. (If the child
-        dies, those not run yet go back to their queue, uncounted: see
-        ``Recovery.dead_child``.)"""
+        trip, unless the fetch ``started`` it already: a quick task then costs no round
+        trip of its own to start. (If the child dies, those not run yet go back to
+        their queue, uncounted: see ``Recovery.dead_child``.)"""
         aheads: list[Ahead | None] = [None] * len(batch)
+        for index, (raw, answer) in enumerate(zip(batch, started, strict=True)):
+            if answer is not None:
+                with suppress(ValueError):  # not one of ours: ``handle`` sets it aside
+                    aheads[index] = Ahead(raw, Message.decode(raw), answer, batched=True)
         picked = [(index, following) for index, following in
-                  enumerate(self.ahead_of(raw) for raw in batch)
+                  enumerate(None if aheads[i] else self.ahead_of(raw)
+                            for i, raw in enumerate(batch))
                   if following and following.task.acks_late]
         if not picked:
             return aheads
@@ -645,7 +664,7 @@ class Child:
             conf = self.app.conf
             _, command = self.app.broker.fetch_command(
                 fetch_from, self.worker_id, self.slot, conf.worker_prefetch_multiplier,
-                self.pool.slots.count)
+                self.pool.slots.count, self.start_spec)
             ended, answer = self.held.flush_with(command)
             self.report_ends(ended)
             return None if answer is NOT_SENT else (fetch_from, answer)

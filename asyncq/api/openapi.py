@@ -2,7 +2,8 @@
 
 Every route ``asyncq.api`` and ``asyncq.dashboard`` serve is here, with the
 JSON each answers and every error it can give: 400 for a bad query argument or
-body, 404, 413 (on every route), 422, 503 when Redis is unreachable or refuses
+body, 404, 413, 414 and 431 (on every route: the last two from gunicorn itself,
+for a request line or headers over its limits), 422, 503 when Redis is unreachable or refuses
 a write and, when the API has a token, 401 (except on ``/health``,
 ``/dashboard`` and its static files, which are public). ``tests/test_schema.py``
 checks the running API against it.
@@ -204,6 +205,11 @@ ERRORS = {
     "404": answer("Unknown task name or id", ref("Error")),
     "413": answer("Body larger than api_max_content_length (sent with a length or chunked)",
                   ref("Error")),
+    "414": answer("Request line (the URL) longer than gunicorn's limit_request_line (4094 "
+                  "bytes by default); answered by gunicorn before the app sees it",
+                  ref("Error")),
+    "431": answer("Request headers over gunicorn's limits; answered by gunicorn before the "
+                  "app sees them", ref("Error")),
     "422": answer("Well-formed JSON of the wrong shape, a time more than 10 years ahead, or "
                   "a queue the app does not know", ref("Error")),
     "503": answer("Redis unreachable, or refusing a write (full, read-only)", ref("Error")),
@@ -307,7 +313,7 @@ def monitor_paths() -> dict[str, Any]:
                  "description": "Give the stream_id of the last event seen to get only newer "
                                 "ones; - (the default) for the oldest kept",
                  "schema": {"type": "string", "default": "-",
-                            "pattern": "^(-|[0-9]{1,19}(-[0-9]{1,19})?)$"}},
+                            "pattern": "^(-|[0-9]{1,19}(-[0-9]{1,19})?(\\.[0-9]{1,9})?)$"}},
                 whole("count", 1, 1000, 100, "How many events at most")],
             "responses": {"200": answer("The events", ref("Events")), "400": BAD_QUERY,
                           "503": ERRORS["503"]}}},
@@ -364,8 +370,9 @@ def describe_api(title: str, routes: Mapping[str, str], token: bool,
         queue["description"] = ("One of the app's queues (or one a running worker consumes, "
                                 "worker -Q); the server setting api_allow_any_queue lifts this")
     for operations in paths.values():  # any request's body is read, and refused past the limit
-        for operation in operations.values():
-            operation["responses"].setdefault("413", ERRORS["413"])
+        for operation in operations.values():  # and gunicorn refuses any over-long request
+            for status in ("413", "414", "431"):
+                operation["responses"].setdefault(status, ERRORS[status])
     if token:
         spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         spec["security"] = [{"bearer": []}]

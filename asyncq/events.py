@@ -4,9 +4,10 @@ Each child notes what happens to its tasks (received, started, succeeded,
 failed, retried, revoked, ...) and sends its notes itself (``Notes``), in
 batches, every ``EVENTS_FLUSH`` seconds and before it waits for work, with one
 script, ``lua/observe.lua``: it
-appends the events to a Redis Stream capped in length (``XADD MAXLEN ~``) and
-adds the batch's summed counters: tasks per name and state, a runtime
-histogram per name, tasks done per worker, and tasks per state in 5-second
+appends the batch's events to a Redis Stream capped in length, as one entry (its
+field ``events``, a JSON array: one ``XADD`` per batch, not per event; readers
+unpack it, ``monitor.py``), and adds the batch's summed counters: tasks per name
+and state, a runtime histogram per name, tasks done per worker, and tasks per state in 5-second
 slices for the dashboard's throughput chart. Other processes (the API, a
 recoverer) send their few notes at once (``Events.flush``).
 
@@ -58,7 +59,7 @@ def bucket_name(bound: float) -> str:
 class Batch:
     """Notes not yet sent: the stream entries, and the counters summed."""
 
-    events: list[list[str]] = field(default_factory=list)
+    events: list[dict[str, str]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     sums: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     slice: Counter[str] = field(default_factory=Counter)
@@ -73,10 +74,13 @@ class Batch:
         for name, seconds in other.sums.items():
             self.sums[name] += seconds
 
-    def as_json(self) -> str:
-        return json.dumps({"events": self.events, "counts": self.counts,
+    def counters_json(self) -> str:
+        return json.dumps({"counts": self.counts,
                            "sums": {k: f"{v:.6f}" for k, v in self.sums.items()},
                            "slice": self.slice})
+
+    def events_json(self) -> str:
+        return json.dumps(self.events, separators=(",", ":")) if self.events else ""
 
 
 class Events:
@@ -97,7 +101,7 @@ class Events:
         if runtime is not None:
             fields["runtime"] = f"{runtime:.6f}"
         if self.max_length:
-            self.notes.events.append([x for pair in fields.items() for x in pair])
+            self.notes.events.append(fields)
         if count:
             self.notes.counts[f"tasks\t{name}\t{count}"] += 1
             self.notes.slice[count] += 1
@@ -131,7 +135,8 @@ class Events:
         """The script call that sends ``batch``."""
         slice_key = self.keys.throughput(int(time.time()) // SLICE * SLICE)
         return _OBSERVE.command([self.keys.events(), self.keys.counters(), slice_key],
-                                [self.max_length, SLICE_TTL, batch.as_json()])
+                                [self.max_length, SLICE_TTL, batch.counters_json(),
+                                 batch.events_json(), len(batch.events)])
 
 
 class Notes:

@@ -83,6 +83,15 @@ class Monitor:
     def _skip(self, key: str, entry: str, reason: str) -> None:
         self.skipped.append(damage.skip(key, entry, reason))
 
+    def _unpacked(self, key: str, entry_id: bytes,
+                  fields: dict[bytes, bytes]) -> list[dict[str, str]]:
+        """``_unpack``; a damaged entry is left out, logged once."""
+        try:
+            return _unpack(entry_id, fields)
+        except ValueError as exc:
+            self._skip(key, entry_id.decode(errors="replace"), str(exc))
+            return []
+
     def _read(self, key: str, read: Callable[[], T]) -> T | None:
         """``read()``, a command on ``key``; None if the key holds another type."""
         try:
@@ -274,17 +283,33 @@ class Monitor:
 
     # -- tasks and events ---------------------------------------------------
     def events(self, after: str = "-", count: int = 100) -> list[dict[str, str]]:
-        """Events after the stream id ``after``, oldest first; each has its ``stream_id``."""
-        start = "-" if after == "-" else f"({after}"
+        """Up to ``count`` events after ``after`` (an event's ``stream_id``, a stream
+        entry's id, or '-' for the oldest), oldest first; each has its ``stream_id``."""
+        entry, seen = _cursor(after)
+        start = "-" if after == "-" else entry if seen is not None else f"({entry}"
         key = self.keys.events()
         entries = self._read(key, lambda: cast(list[StreamEntry], self.client.xrange(
             key, start, "+", count=count))) or []
-        return [_event(entry_id, fields) for entry_id, fields in entries]
+        found = []
+        for entry_id, fields in entries:
+            for index, event in enumerate(self._unpacked(key, entry_id, fields)):
+                if seen is not None and entry_id.decode() == entry and index <= seen:
+                    continue  # the cursor's own entry: only its events after the cursor
+                found.append(event)
+                if len(found) == count:
+                    return found
+        return found
 
     def follow(self, after: str = "$", block_ms: int = 1000,
                count: int = 100) -> list[dict[str, str]]:
         """Wait up to ``block_ms`` for events newer than ``after`` ('$' = from now on)."""
         key = self.keys.events()
+        entry, seen = _cursor(after)
+        if seen is not None:  # the rest of that entry first, then what comes after it
+            rest = self.events(after, count)
+            if rest:
+                return rest
+            after = entry
         try:
             answer = cast("list[tuple[bytes, list[StreamEntry]]] | None", self.client.xread(
                 {key: after}, count=count, block=block_ms))
@@ -292,8 +317,8 @@ class Monitor:
             self._skip(key, "", damage.wrong_type(exc))
             time.sleep(block_ms / 1000)  # no event can come: wait as XREAD would have
             return []
-        return [_event(entry_id, fields) for _, entries in answer or []
-                for entry_id, fields in entries]
+        return [event for _, entries in answer or [] for entry_id, fields in entries
+                for event in self._unpacked(key, entry_id, fields)]
 
     def last_event_id(self) -> str:
         key = self.keys.events()
@@ -307,8 +332,9 @@ class Monitor:
         key = self.keys.events()
         entries = self._read(key, lambda: cast(list[StreamEntry], self.client.xrevrange(
             key, "+", "-", count=scan))) or []
-        for entry_id, fields in entries:
-            event = _event(entry_id, fields)
+        newest_first = (event for entry_id, fields in entries
+                        for event in reversed(self._unpacked(key, entry_id, fields)))
+        for event in newest_first:
             if not event.get("id") or event["id"] in seen:
                 continue
             when = self._parsed(key, event["stream_id"], event.get("time", "0"), damage.finite,
@@ -368,10 +394,30 @@ class Monitor:
         return [f"{risk}: tasks and results may be lost"] if risk else []
 
 
-def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, str]:
-    event = text_map(fields)
-    event["stream_id"] = entry_id.decode()
-    return event
+def _cursor(after: str) -> tuple[str, int | None]:
+    """A reader's position: a stream entry's id, and the index of the last event seen
+    in it (None: the whole entry was seen, or the position is '-' or '$')."""
+    entry, dot, index = after.partition(".")
+    return entry, int(index) if dot else None
+
+
+def _unpack(entry_id: bytes, fields: dict[bytes, bytes]) -> list[dict[str, str]]:
+    """The events of one stream entry: a batch (field ``events``, a JSON array of
+    objects; the ``stream_id`` of its i-th event is the entry's id, a dot and i), or
+    one event as the entry's own fields (as written before batches, or by hand).
+    ValueError for an ``events`` field that no asyncq wrote."""
+    entry = entry_id.decode()
+    packed = fields.get(b"events")
+    if packed is None:
+        return [{**text_map(fields), "stream_id": entry}]
+    try:
+        items = json.loads(packed)
+    except (ValueError, UnicodeDecodeError):
+        items = None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ValueError("field 'events' is not a JSON array of objects")
+    return [{**{str(k): str(v) for k, v in item.items()}, "stream_id": f"{entry}.{index}"}
+            for index, item in enumerate(items)]
 
 
 def _finite_number(value: Any) -> bool:

@@ -276,6 +276,21 @@ def asyncq_keys(client: redis.Redis) -> list[bytes]:
     return sorted(client.keys("*asyncq*"))
 
 
+def stream_events(client: redis.Redis, key: str = "{asyncq}:events") -> list[dict[str, str]]:
+    """The task events in the stream, oldest first, as a reader sees them: a batch entry
+    (field ``events``, a JSON array) unpacked; an entry of one event's fields as it is."""
+    import json
+
+    events: list[dict[str, str]] = []
+    for _, fields in client.xrange(key):
+        if b"events" in fields:
+            events += json.loads(fields[b"events"])
+        else:
+            events.append({k.decode(errors="replace"): v.decode(errors="replace")
+                           for k, v in fields.items()})
+    return events
+
+
 def read_record(client: redis.Redis, task_id: str) -> dict[str, str]:
     """A task's record hash as text ({} when there is none)."""
     return {k.decode(): v.decode() for k, v in client.hgetall(task_key(task_id)).items()}

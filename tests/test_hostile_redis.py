@@ -36,6 +36,7 @@ from tests.conftest import (
     read_record,
     run_asyncq,
     scheduled_key,
+    stream_events,
     task_key,
     wait_for_progress_pid,
     wait_until,
@@ -70,7 +71,7 @@ def throughput_key(seconds_ago: int) -> str:
 
 
 def ended(client, kind: str) -> int:
-    return sum(1 for _, fields in client.xrange(EVENTS) if fields.get(b"type") == kind.encode())
+    return sum(1 for event in stream_events(client, EVENTS) if event.get("type") == kind)
 
 
 def beats(client, worker_id: str, count: int) -> None:

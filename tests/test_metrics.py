@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import DEAD_LETTERS, QUEUE, http, wait_until
+from tests.conftest import DEAD_LETTERS, QUEUE, http, stream_events, wait_until
 
 APP = "tests.featureapp"
 EVENTS = "{asyncq}:events"
@@ -35,8 +35,7 @@ def samples(family, name: str | None = None) -> dict[tuple[tuple[str, str], ...]
 
 
 def ended_events(client) -> int:
-    return sum(1 for _, fields in client.xrange(EVENTS)
-               if fields.get(b"type", b"").decode() in ENDINGS)
+    return sum(1 for event in stream_events(client, EVENTS) if event.get("type") in ENDINGS)
 
 
 def test_metrics_count_the_tasks_that_ran(api, fapp, start_worker, client):

@@ -382,3 +382,50 @@ def test_a_worker_started_without_task_events_still_keeps_the_counters(
     wait_until(counted, "tests.add counted SUCCESS")
     assert Monitor(app).events("-", 100) == []
     worker.wait_for(r"Task tests\.add\[.*\] succeeded")
+
+
+def test_a_batch_of_events_is_one_stream_entry_read_back_event_by_event(app, client):
+    # given three events noted by one process, and an older entry of one event's fields
+    older = client.xadd("{asyncq}:events", {"type": "received", "id": "old", "name": "t",
+                                            "time": "1.0"}).decode()
+    events = app.broker.events
+    for kind in ("received", "started", "succeeded"):
+        events.note(kind, "new", "tests.add", "w@test", count="SUCCESS" if kind ==
+                    "succeeded" else None)
+
+    # when they are sent
+    events.flush(app.broker.client)
+
+    # then Redis holds them in one entry, beside the older one
+    assert client.xlen("{asyncq}:events") == 2
+    # and a reader sees four events, each with a stream_id it can go on from
+    monitor = Monitor(app)
+    seen = monitor.events("-", count=2)
+    assert [(e["id"], e["type"]) for e in seen] == [("old", "received"), ("new", "received")]
+    assert seen[0]["stream_id"] == older
+    batch = seen[1]["stream_id"]
+    assert batch.endswith(".0")
+    rest = monitor.events(batch, count=10)
+    assert [e["type"] for e in rest] == ["started", "succeeded"]
+    assert [e["stream_id"] for e in rest] == [batch[:-1] + "1", batch[:-1] + "2"]
+    assert monitor.events(rest[-1]["stream_id"]) == []
+    assert monitor.follow(batch, block_ms=10) == rest  # the rest of its entry, at once
+    assert [t["id"] for t in monitor.recent_tasks()] == ["new", "old"]
+
+
+def test_a_batch_entry_that_asyncq_did_not_write_is_skipped_and_named(app, client):
+    # given an entry whose 'events' field is not a JSON array of objects, between two good ones
+    key = "{asyncq}:events"
+    client.xadd(key, {"type": "received", "id": "a", "name": "t", "time": "1.0"})
+    bad = client.xadd(key, {"events": "[1, 2"}).decode()
+    client.xadd(key, {"events": json.dumps([{"type": "started", "id": "a", "name": "t",
+                                              "time": "2.0"}])})
+
+    # when a reader reads the stream
+    monitor = Monitor(app)
+    seen = monitor.events()
+
+    # then it gets the good events and names the damaged entry
+    assert [e["type"] for e in seen] == ["received", "started"]
+    assert any(skipped["entry"] == bad for skipped in monitor.skipped_entries()), \
+        monitor.skipped_entries()

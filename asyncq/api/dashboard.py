@@ -83,7 +83,8 @@ def monitor_routes() -> Blueprint:
             return _bad_arg("count", 1, 1000)
         after = request.args.get("after", "-")
         if after != "-" and not _stream_id(after):
-                    return error(400, "'after' must be a stream id such as 1700000000000-0, or -")
+            return error(400, "'after' must be an event's stream_id such as 1700000000000-0.3, "
+                              "a stream id such as 1700000000000-0, or -")
         reader = monitor()
         return jsonify({"events": reader.events(after, count), "skipped": reader.skipped_entries()})
 
@@ -95,8 +96,8 @@ def monitor_routes() -> Blueprint:
 
 
 # <ms> or <ms>-<seq> in ASCII digits; 19 digits at most, so both fit Redis's 64 bits (longer
-# ones, or other scripts' digits, made XRANGE fail: a 500).
-_STREAM_ID = re.compile(r"[0-9]{1,19}(-[0-9]{1,19})?")
+# ones, or other scripts' digits, made XRANGE fail: a 500); an event's adds .<index>.
+_STREAM_ID = re.compile(r"[0-9]{1,19}(-[0-9]{1,19})?(\.[0-9]{1,9})?")
 
 
 def _stream_id(text: str) -> bool:

@@ -451,7 +451,7 @@ class Broker:
         except redis.ResponseError as exc:
             self._skip_damaged(usable[0], exc)
             raw = None
-        return inflight, [] if raw is None else raw_list([raw]), [None]
+        return (inflight, [], []) if raw is None else (inflight, raw_list([raw]), [None])
 
     def fetch_command(self, queue: str, worker_id: str, slot: int, prefetch: int = 1,
                       share: int = 1, start_spec: str = "") -> tuple[str, Command]:
@@ -461,16 +461,17 @@ class Broker:
         return inflight, self._fetch.command([inflight, *lists],
                                              [prefetch, share, now(), start_spec])
 
-    def start_spec(self, worker_id: str, show: Mapping[str, str]) -> str:
+    def start_spec(self, worker_id: str, show: Mapping[str, str], extended: bool) -> str:
         """Which messages ``fetch`` starts in its own script, as ``start_command`` would
-        (acks-late, no ``expires``, nothing extended): ``show`` maps each task a child
-        may start with its batch to the status its start shows. On a cluster, '':
-        the records are in other slots than the queue."""
+        (acks-late, no ``expires``): ``show`` maps each task a child may start with its
+        batch to the status its start shows. On a cluster, '': the records are in
+        other slots than the queue."""
         if self.cluster or not show:
             return ""
         before, _, after = self.keys.task("\0").partition("\0")
         return json.dumps({"worker": worker_id, "ttl": str(self.record_ttl),
-                           "record": [before, after], "show": dict(show)})
+                           "record": [before, after], "show": dict(show),
+                           "call": extended})
 
     def _skip_damaged(self, queue: str, exc: redis.ResponseError) -> None:
         """A queue whose keys Redis refuses to read as lists (WRONGTYPE: not written by
@@ -513,7 +514,7 @@ class Broker:
         return self._start.command(
             [self.keys.task(message.id)],
             [worker_id, now(), self.record_ttl, int(acks_late),
-             states.STARTED if track_started else "", message.call() if extended else "",
+             states.STARTED if track_started else "", message.raw if extended else "",
              inflight])
 
     def start_many(self, starts: Sequence[Command]) -> list[Any]:

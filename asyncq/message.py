@@ -92,10 +92,6 @@ class Message:
         """Whether its ``expires`` time has passed (it is then revoked, not run)."""
         return self.expires is not None and time.time() > self.expires
 
-    def call(self) -> str:
-        """Its args and kwargs as JSON, as a record keeps them (``result_extended``)."""
-        return dumps({"args": self.args, "kwargs": self.kwargs}, "the task's arguments")
-
     def retried(self) -> bytes:
         """The message for the next try: the same, with ``retries`` one higher."""
         return encode_body({**self.body, "retries": self.retries + 1})

@@ -231,13 +231,14 @@ class Child:
 
     def batch_start_spec(self) -> str:
         """The tasks a fetch may start at once (``Broker.start_spec``): the acks-late
-        ones, without a rate limit, when records keep no call (result_extended)."""
+        ones, without a rate limit."""
         conf = self.app.conf
-        if conf.result_extended or conf.task_default_rate_limit:
+        if conf.task_default_rate_limit:
             return ""
         return self.app.broker.start_spec(self.worker_id, {
             name: states.STARTED if task.track_started else ""
-            for name, task in self.app.tasks.items() if task.acks_late and not task.rate_limit})
+            for name, task in self.app.tasks.items() if task.acks_late and not task.rate_limit},
+            conf.result_extended)
 
     def on_sigterm(self, signum: int, frame: Any) -> None:
         """Warm stop: an idle child leaves now, a busy one after its task."""

@@ -12,7 +12,8 @@
 -- ARGV[4]      '' or, on a single Redis, which taken messages to start at once, as
 --              start.lua would (``start`` below is its text): JSON {worker, ttl,
 --              record = [the text before a task id in its record's key, after it],
---              show = {task name: the status to show}}, the child's acks-late tasks
+--              show = {task name: the status to show}, call = whether to keep the
+--              message in the record (result_extended)}, the child's acks-late tasks
 --              without a rate limit. A message with an ``expires``, or one that does
 --              not decode, is left for the child to start.
 -- Returns the messages taken, in the order to run them; with ARGV[4], {those
@@ -45,7 +46,8 @@ for i, raw in ipairs(taken) do
       and spec.show[message.task] ~= nil and message.expires == nil then
     local record = spec.record[1] .. message.id .. spec.record[2]
     local ok, answer = pcall(start, {record}, {spec.worker, ARGV[3], spec.ttl, '1',
-                                             spec.show[message.task], '', KEYS[1]})
+                                             spec.show[message.task],
+                                             spec.call and raw or '', KEYS[1]})
     if ok then started[i] = {answer} end
   end
 end

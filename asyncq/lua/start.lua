@@ -8,8 +8,8 @@
 -- ARGV[3]  record TTL (seconds), for a record that is missing (it expired)
 -- ARGV[4]  '1' if the task acknowledges late (acks_late), else '0'
 -- ARGV[5]  the status to show: 'STARTED', or '' to leave it as it is
--- ARGV[6]  the call's args and kwargs as JSON, kept in the record ('' = don't:
---          result_extended is off)
+-- ARGV[6]  the task's message (JSON: its args and kwargs among its fields), kept in
+--          the record as its call ('' = don't: result_extended is off)
 -- ARGV[7]  the owner: the child's in-flight list holding the message
 -- Returns what follows the task in its canvas (field 'then', '' = nothing); or,
 -- when the task is already final, {its status, the follow-up plan its record

@@ -617,8 +617,9 @@ def tail(monitor: Monitor, after: str, follow: bool, limit: int | None,
     while limit is None or shown < limit:
         want = 100 if limit is None else min(100, limit - shown)
         batch = monitor.events(after, want)
-        if not batch and follow:
-            batch = monitor.follow("0-0" if after == "-" else after, block_ms=1000, count=want)
+        if not batch and follow:  # nothing after the cursor, in its entry or later: wait
+            entry = "0-0" if after == "-" else after.partition(".")[0]
+            batch = monitor.follow(entry, block_ms=1000, count=want)
         elif not batch:
             break
         for event in batch:

@@ -53,7 +53,9 @@ class HeldEnds:
         self.held: list[tuple[Ending, float | None]] = []
         self.since = 0.0  # when the oldest held end was held (monotonic)
         self.sent: list[Ended] = []  # sent by the thread, not yet reported
-        self.lock = threading.Lock()  # one sender at a time; the list with it
+        self.in_flight: list[tuple[Ending, float | None]] = []  # being sent now
+        self.sending = threading.Lock()  # one send at a time, held across its round trip
+        self.lock = threading.Lock()  # the lists, never across a round trip: ``add`` is quick
         self.last_added = 0.0
         self.asleep = False  # the thread waits for ``wake`` (nothing held for a while)
         self.wake = threading.Event()
@@ -81,24 +83,25 @@ class HeldEnds:
             if not self.held:
                 self.since = self.last_added
             self.held.append((end, runtime))
-            self.show([held.message.id for held, _ in self.held])
+            self._show()
         if self.asleep:
             self.wake.set()
         return self.report()
 
     def flush(self) -> list[Ended]:
         """Send every held end now; returns them with the ends the thread sent."""
-        with self.lock:
+        with self.sending:
             self._send_held()
-            return self._take_sent()
+        return self.report()
 
     def flush_with(self, fetch: Command) -> tuple[list[Ended], Any]:
         """``flush``, with the child's next fetch in the same round trip; returns the ends
         and what the fetch answered (NOT_SENT if it was not sent: nothing was held, or
-        ``Broker.finish_many`` kept it back)."""
-        with self.lock:
+        ``Broker.finish_many`` kept it back). A send of the thread's goes first, so the
+        fetch never finds the in-flight list still holding acknowledged messages."""
+        with self.sending:
             answer = self._send_held(fetch)
-            return self._take_sent(), answer
+        return self.report(), answer
 
     def report(self) -> list[Ended]:
         """The ends the thread sent since the last call."""
@@ -111,7 +114,7 @@ class HeldEnds:
         the next end is held, rather than wake for nothing."""
         while True:
             time.sleep(self.limit)
-            with self.lock:
+            with self.sending:
                 if self.held and time.monotonic() - self.since >= self.limit:
                     with suppress(Exception):  # the child's own flush tries again
                         self._send_held()
@@ -125,16 +128,29 @@ class HeldEnds:
                 self.asleep = False
 
     def _send_held(self, fetch: Command | None = None) -> Any:
-        """(Under the lock.) On an error the ends stay held, for the caller to handle."""
-        if not self.held:
-            return NOT_SENT
-        ends = self.held
-        stored, answer = self.send([end for end, _ in ends], fetch)
-        self.held = []
-        self.show([])
-        self.sent += [Ended(end, runtime, ok) for (end, runtime), ok in
-                      zip(ends, stored, strict=True)]
+        """(Holding ``sending``.) The ends are taken out of the list for the round trip,
+        so that ``add`` never waits for it; on an error they are held again, first, for
+        the caller to handle."""
+        with self.lock:
+            if not self.held:
+                return NOT_SENT
+            ends, self.held, self.in_flight = self.held, [], self.held
+        try:
+            stored, answer = self.send([end for end, _ in ends], fetch)
+        except BaseException:
+            with self.lock:
+                self.held[:0], self.in_flight = ends, []
+            raise
+        with self.lock:
+            self.in_flight = []
+            self._show()
+            self.sent += [Ended(end, runtime, ok) for (end, runtime), ok in
+                          zip(ends, stored, strict=True)]
         return answer
+
+    def _show(self) -> None:
+        """(Under the lock.) Tell the supervisor which ended tasks are not acknowledged yet."""
+        self.show([end.message.id for end, _ in self.in_flight + self.held])
 
     def _take_sent(self) -> list[Ended]:
         sent, self.sent = self.sent, []
@@ -142,7 +158,7 @@ class HeldEnds:
 
     def take_held(self) -> list[tuple[Ending, float | None]]:
         """Give up the held ends unsent (the child ends them one by one instead)."""
-        with self.lock:
+        with self.sending, self.lock:
             held, self.held = self.held, []
-            self.show([])
+            self._show()
             return held

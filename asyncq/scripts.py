@@ -14,7 +14,7 @@ pipeline, and a cluster pipeline cannot load them at all.
 
 On a single Redis, several calls of one script in the same stage of a step (a
 child's batch: K starts, K stores) go as one call of its ``each`` form
-(``merge_calls``): the script's text wrapped as a function, run once per call on
+(``MergedCalls``): the script's text wrapped as a function, run once per call on
 that call's keys and args, each call's error caught and returned as its own. One
 EVAL instead of K: Redis parses and hashes the text once, redis-py packs and
 parses one command, and each call still succeeds or fails on its own.
@@ -23,7 +23,7 @@ parses one command, and each call still succeeds or fails on its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
@@ -70,7 +70,6 @@ class Script:
 
     name: str
     text: bytes  # encoded once: redis-py sends bytes as they are
-    each: bytes = field(default=b"", repr=False)  # several calls in one: ``merge_calls``
 
     @classmethod
     def load(cls, name: str, uses: Sequence[str] = ()) -> Script:
@@ -78,9 +77,8 @@ class Script:
         as a local function of that name taking its own KEYS and ARGV."""
         text = b"".join(b"local function " + used.encode() + b"(KEYS, ARGV)\n" +
                         _read(used) + b"\nend\n" for used in uses) + _read(name)
-        each = b"local function one(KEYS, ARGV)\n" + text + b"\nend\n" + _EACH_LOOP
-        _EACH_FORMS[text] = each
-        return cls(name, text, each)
+        _EACH_FORMS[text] = b"local function one(KEYS, ARGV)\n" + text + b"\nend\n" + _EACH_LOOP
+        return cls(name, text)
 
     def command(self, keys: Sequence[str], args: Sequence[Any]) -> Command:
         """This script, run on ``keys`` with ``args``, as one command."""

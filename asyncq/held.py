@@ -1,14 +1,15 @@
 """A child's finished tasks whose final states go to Redis together.
 
 Storing a final state and acknowledging its message costs a round trip. A child
-that runs quick acks-late tasks holds their ends (``Ending``) and sends those
-of several tasks in one round trip (``Broker.finish_many``): at the end of its
-batch, in the round trip of its next fetch (so never while it waits for new
-messages), and, through a small thread (``watch``), once the oldest has waited
-``limit`` seconds while a longer task runs. (A task whose hooks must see its
-state stored is not held at all; the child sends what it holds before a task
-not known to be quick.) So a result is late by at most twice
-``limit`` (the thread looks every ``limit`` seconds) plus one round trip.
+that runs short acks-late tasks (under ``SHORT_TASK``) holds their ends
+(``Ending``) and sends those of several tasks in one round trip
+(``Broker.finish_many``): at the end of its batch, in the round trip of its next
+fetch (so never while it waits for new messages), and, through a small thread
+(``watch``), once the oldest has waited ``limit`` seconds while the next task runs
+(the round trip then overlaps that task). (A task whose hooks must see its state
+stored is not held at all; the child sends what it holds before a task not known
+to be short.) So a result is late by at most twice ``limit`` (the thread looks
+every ``limit`` seconds) plus one round trip.
 
 Only acks-late tasks are held: if the child dies first, their messages are
 still in its in-flight list and the tasks run again, as any acks-late task

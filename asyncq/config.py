@@ -52,7 +52,7 @@ class Settings:
     worker_concurrency: int = 0  # child processes; 0 = the number of CPUs
     worker_max_tasks_per_child: int = 0  # replace a child after this many tasks; 0 = never
     worker_prefetch_multiplier: int = 4  # messages a child takes per round trip (Celery: 4)
-    worker_result_hold: float = 0.002  # seconds a quick acks-late task's end may wait (0: none)
+    worker_result_hold: float = 0.002  # seconds a short acks-late task's end may wait (0: none)
     worker_heartbeat_interval: float = 2.0  # seconds between a worker's heartbeats
     worker_lost_after: float = 10.0  # seconds without a heartbeat before others recover its tasks
     worker_fetch_timeout: float = 1.0  # seconds a child blocks on BLMOVE before looking round

@@ -303,7 +303,7 @@ def run(n: int, window: float, seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=60_000, help="queued no-op tasks")
+    parser.add_argument("--tasks", type=int, default=140_000, help="queued no-op tasks")
     parser.add_argument("--window", type=float, default=5.0,
                         help="seconds of unprofiled drain for the CPU shares")
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of profile")

@@ -116,8 +116,9 @@ def test_a_full_redis_is_waited_out_and_never_crash_loops_the_children(own_redis
         while True:
             client.set(f"filler:{filler}", "x" * 100_000)
             filler += 1
-    # (and stays full: a limit below what it holds, so no small write squeezes in)
-    client.config_set("maxmemory", int(client.info("memory")["used_memory"]) - 100_000)
+    # (and stays full: a limit 1 MB below what it holds, more than the client buffers Redis
+    # frees meanwhile, so no small write squeezes in; with 100 KB it sometimes did)
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"]) - 1_000_000)
     # then a submission fails with Redis's own error
     with pytest.raises(redis.ResponseError) as refused:  # OOM, or a script's error over it
         app.send_task("tests.add", (1, 1))

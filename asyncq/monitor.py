@@ -290,15 +290,13 @@ class Monitor:
         key = self.keys.events()
         entries = self._read(key, lambda: cast(list[StreamEntry], self.client.xrange(
             key, start, "+", count=count))) or []
-        found = []
+        found: list[dict[str, str]] = []
         for entry_id, fields in entries:
-            for index, event in enumerate(self._unpacked(key, entry_id, fields)):
-                if seen is not None and entry_id.decode() == entry and index <= seen:
-                    continue  # the cursor's own entry: only its events after the cursor
-                found.append(event)
-                if len(found) == count:
-                    return found
-        return found
+            events = self._unpacked(key, entry_id, fields)
+            if seen is not None and entry_id.decode() == entry:
+                events = events[seen + 1:]  # the cursor's own entry: its events after the cursor
+            found += events
+        return found[:count]
 
     def follow(self, after: str = "$", block_ms: int = 1000,
                count: int = 100) -> list[dict[str, str]]:

@@ -166,7 +166,6 @@ class Gunicorn:
     def __init__(self, system: str, redis_url: str, workers: int):
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.url = self.base + ROUTE
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{system}-gunicorn.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -274,9 +273,8 @@ def wrk_load(url: str, seconds: float, concurrency: int, method: str = "POST") -
             "concurrency": concurrency, "generator": "wrk"}
 
 
-def http_post_benchmark(system: str, redis_url: str, seconds: float = 5.0, concurrency: int = 16,
-                        gunicorn_workers: int = 2) -> dict:
-    """Requests/s and latency of POST /async_long_running_task under gunicorn."""
+def _serving(system: str, redis_url: str, gunicorn_workers: int) -> Gunicorn:
+    """A gunicorn of ``system`` answering on an emptied Redis database."""
     if system not in ("asyncq", "celery"):
         raise ValueError(f"system must be 'asyncq' or 'celery', not {system!r}")
     client = redis.Redis.from_url(redis_url)
@@ -287,10 +285,29 @@ def http_post_benchmark(system: str, redis_url: str, seconds: float = 5.0, concu
     server = Gunicorn(system, redis_url, gunicorn_workers)
     try:
         server.wait_serving()
-        warm = run_load_generator(server.url, WARMUP_SECONDS, concurrency, WARMUP_REQUESTS)
-        if warm["ok"] == 0:
-            raise RuntimeError(f"warm-up got no 202s: {warm}; see {server.log_path}")
-        load = run_load_generator(server.url, seconds, concurrency)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _measure(server: Gunicorn, path: str, seconds: float, concurrency: int,
+             method: str = "GET", expect: int = 200) -> dict[str, Any]:
+    """Warm-up, then the measured load on one path; every answer must be ``expect``."""
+    url = server.base + path
+    warm = run_load_generator(url, WARMUP_SECONDS, concurrency, WARMUP_REQUESTS, method, expect)
+    if warm["ok"] == 0:
+        raise RuntimeError(f"warm-up of {method} {path} got no {expect}s: {warm}; "
+                           f"see {server.log_path}")
+    return run_load_generator(url, seconds, concurrency, method=method, expect=expect)
+
+
+def http_post_benchmark(system: str, redis_url: str, seconds: float = 5.0, concurrency: int = 16,
+                        gunicorn_workers: int = 2) -> dict:
+    """Requests/s and latency of POST /async_long_running_task under gunicorn."""
+    server = _serving(system, redis_url, gunicorn_workers)
+    try:
+        load = _measure(server, ROUTE, seconds, concurrency, "POST", 202)
     finally:
         server.stop()
     return {"system": system, "requests_per_s": load["requests_per_s"],
@@ -314,34 +331,17 @@ def _submit_one(server: Gunicorn) -> str:
     return str(json.loads(body)["task_id"])
 
 
-def _get_rps(server: Gunicorn, path: str, seconds: float, concurrency: int) -> dict[str, Any]:
-    """Warm-up, then the measured GET load on one path; every answer must be a 200."""
-    url = server.base + path
-    warm = run_load_generator(url, WARMUP_SECONDS, concurrency, WARMUP_REQUESTS, "GET", 200)
-    if warm["ok"] == 0:
-        raise RuntimeError(f"warm-up of GET {path} got no 200s: {warm}; see {server.log_path}")
-    return run_load_generator(url, seconds, concurrency, method="GET", expect=200)
-
-
 def http_get_benchmark(system: str, redis_url: str, seconds: float = 5.0, concurrency: int = 16,
                        gunicorn_workers: int = 2) -> dict:
     """Requests/s of GET /async_long_running_task/<id> (the tutorial's status route) and
     of GET /constant (the same JSON shape, no Redis) under one gunicorn, one after the
     other. The id is that of a task just submitted, so both systems read a task that no
     worker has touched (PENDING): one Redis read per request."""
-    if system not in ("asyncq", "celery"):
-        raise ValueError(f"system must be 'asyncq' or 'celery', not {system!r}")
-    client = redis.Redis.from_url(redis_url)
+    server = _serving(system, redis_url, gunicorn_workers)
     try:
-        client.flushdb()
-    finally:
-        client.close()
-    server = Gunicorn(system, redis_url, gunicorn_workers)
-    try:
-        server.wait_serving()
         task_id = _submit_one(server)
-        status = _get_rps(server, f"{ROUTE}/{task_id}", seconds, concurrency)
-        constant = _get_rps(server, "/constant", seconds, concurrency)
+        status = _measure(server, f"{ROUTE}/{task_id}", seconds, concurrency)
+        constant = _measure(server, "/constant", seconds, concurrency)
     finally:
         server.stop()
     return {"system": system, "status_per_s": status["requests_per_s"],

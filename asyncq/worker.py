@@ -330,7 +330,7 @@ class Child:
             self.refused(raw, self.inflight, _guess_field(raw, "id"), exc)
 
     def refused(self, raw: bytes, inflight: str, task_id: str | None,
-                  exc: redis.ResponseError) -> None:
+                exc: redis.ResponseError) -> None:
         """A message whose step Redis refused goes to the dead letters as it is: its
         record is what is damaged, so nothing more is written to it."""
         log.error("Task %s: Redis refused a step (%s): its message is set aside as a dead "
